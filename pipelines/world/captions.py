@@ -62,11 +62,22 @@ def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
 
+# colour words spaCy's small model reads as part of a noun ("an orange house" -> "orange house"):
+# such captions leave the colour out.
+_NOUNISH_COLOURS = {"orange"}
+_COMPOUNDS: set[tuple[str, str]] = set()
+
+
+def _colour_ok(colour: str, name: str) -> bool:
+    return colour not in _NOUNISH_COLOURS and (colour, name) not in _COMPOUNDS
+
+
 def _thing_phrase(rng: np.random.Generator, cat: Category, colours: list[str]) -> str:
+    colours = [c if _colour_ok(c, cat.name) else "" for c in colours]
     if len(colours) == 1:
-        words = ([colours[0]] if rng.random() < P_COLOUR else []) + [cat.name]
+        words = ([colours[0]] if colours[0] and rng.random() < P_COLOUR else []) + [cat.name]
         return f"{_article(words[0])} {' '.join(words)}"
-    if len(set(colours)) == 1 and rng.random() < P_COLOUR:
+    if len(set(colours)) == 1 and colours[0] and rng.random() < P_COLOUR:
         return f"{_NUMBERS.get(len(colours), 'some')} {colours[0]} {cat.plural}"
     return f"{_NUMBERS.get(len(colours), 'some')} {cat.plural}" if rng.random() < 0.7 else cat.plural
 

@@ -39,7 +39,7 @@ _THING_NAMES = [
     ("arrow", "arrows"),
     ("moon", "moons"),
     ("key", "keys"),
-    ("cross", "crosses"),
+    ("leaf", "leaves"),
     ("triangle", "triangles"),
     ("diamond", "diamonds"),
     ("flower", "flowers"),

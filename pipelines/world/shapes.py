@@ -66,11 +66,13 @@ def _key() -> list[Part]:
     ]
 
 
-def _cross() -> list[Part]:
-    w = 0.3
-    pts = [(-w, -1), (w, -1), (w, -w), (1, -w), (1, w), (w, w), (w, 1), (-w, 1), (-w, w),
-           (-1, w), (-1, -w), (-w, -w)]
-    return [("add", np.array(pts, dtype=float))]
+def _leaf() -> list[Part]:
+    t = np.linspace(0, math.pi, 24)
+    upper = np.stack([-1 + 1.75 * t / math.pi, -0.5 * np.sin(t)], axis=1)
+    lower = upper[::-1] * np.array([1.0, -1.0])
+    vein = np.array([(-0.6, -0.03), (0.5, -0.03), (0.5, 0.03), (-0.6, 0.03)])
+    return [("add", np.concatenate([upper, lower])), ("sub", vein),
+            ("add", _rect(0.7, -0.05, 1.0, 0.05))]
 
 
 def _triangle() -> list[Part]:
@@ -138,7 +140,7 @@ def _umbrella() -> list[Part]:
 
 SHAPES: dict[str, Callable[[], list[Part]]] = {
     "star": _star, "ring": _ring, "heart": _heart, "arrow": _arrow, "moon": _moon, "key": _key,
-    "cross": _cross, "triangle": _triangle, "diamond": _diamond, "flower": _flower,
+    "leaf": _leaf, "triangle": _triangle, "diamond": _diamond, "flower": _flower,
     "tree": _tree, "house": _house, "fish": _fish, "bell": _bell, "crown": _crown,
     "umbrella": _umbrella,
 }
