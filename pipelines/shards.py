@@ -1,0 +1,140 @@
+"""Pair shards on any fsspec file system: write, commit, find committed units, sizes.json.
+
+A unit's tar is written under a temporary name and renamed when complete; its
+``pairs-%06d.stats.json`` is written *after* that (also via a temporary name) and is the commit
+marker. A tar without its stats file is not committed: the next run deletes and redoes it, and
+readers ignore it. So a killed run never leaves anything that looks complete.
+"""
+from __future__ import annotations
+
+import io
+import json
+import logging
+import re
+from typing import Any
+
+import fsspec
+import webdataset as wds
+from fsspec.core import url_to_fs
+
+log = logging.getLogger(__name__)
+
+SHARD_PATTERN = "pairs-{:06d}.tar"
+STATS_PATTERN = "pairs-{:06d}.stats.json"
+_STATS_RE = re.compile(r"pairs-(\d{6})\.stats\.json$")
+
+
+def shard_url(out_url: str, index: int) -> str:
+    return f"{out_url.rstrip('/')}/{SHARD_PATTERN.format(index)}"
+
+
+def stats_url(out_url: str, index: int) -> str:
+    return f"{out_url.rstrip('/')}/{STATS_PATTERN.format(index)}"
+
+
+def _write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    tmp = path + ".tmp"
+    with fs.open(tmp, "wb") as f:
+        f.write(data)
+    fs.mv(tmp, path)
+
+
+class ShardWriter:
+    """Writes one unit's pairs into ``pairs-%06d.tar`` and commits it with its stats.
+
+    Use as ``w = ShardWriter(out, 7); w.write(sample) ...; w.commit(stats)``; on error call
+    :meth:`abort` (the context manager does it), which removes the partial file.
+    """
+
+    def __init__(self, out_url: str, index: int, storage_options: dict[str, Any] | None = None) -> None:
+        self.fs, root = url_to_fs(out_url, **(storage_options or {}))
+        self.root = root.rstrip("/")
+        self.index = index
+        self.path = f"{self.root}/{SHARD_PATTERN.format(index)}"
+        self.tmp_path = self.path + ".tmp"
+        self.stats_path = f"{self.root}/{STATS_PATTERN.format(index)}"
+        self.count = 0
+        self.fs.makedirs(self.root, exist_ok=True)
+        for stale in (self.stats_path, self.path, self.tmp_path):
+            if self.fs.exists(stale):
+                self.fs.rm(stale)
+        self._file = self.fs.open(self.tmp_path, "wb")
+        self._tar = wds.TarWriter(self._file, encoder=False, mtime=1.0)
+
+    def write(self, sample: dict[str, Any]) -> None:
+        """Write one sample: ``__key__`` plus extension → bytes (all files adjacent in the tar)."""
+        key = sample["__key__"]
+        if "." in key:
+            raise ValueError(f"shard keys must not contain dots: {key!r}")
+        self._tar.write(sample)
+        self.count += 1
+
+    def commit(self, stats: dict[str, Any]) -> None:
+        """Close the tar, move it to its final name, then write the stats file (the commit)."""
+        self._tar.close()
+        self._file.close()
+        self.fs.mv(self.tmp_path, self.path)
+        payload = dict(stats, pairs_written=self.count)
+        _write_atomic(self.fs, self.stats_path, json.dumps(payload, indent=1, sort_keys=True).encode())
+
+    def abort(self) -> None:
+        """Drop the partial tar."""
+        try:
+            self._tar.close()
+            self._file.close()
+        finally:
+            if self.fs.exists(self.tmp_path):
+                self.fs.rm(self.tmp_path)
+
+    def __enter__(self) -> "ShardWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+def committed_units(out_url: str, storage_options: dict[str, Any] | None = None) -> dict[int, dict]:
+    """``unit index → stats`` for every committed unit under ``out_url`` (stats file and tar present)."""
+    fs, root = url_to_fs(out_url, **(storage_options or {}))
+    if not fs.exists(root):
+        return {}
+    names = {p.rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)}
+    out: dict[int, dict] = {}
+    for name in sorted(names):
+        match = _STATS_RE.match(name)
+        if not match or SHARD_PATTERN.format(int(match.group(1))) not in names:
+            continue
+        try:
+            with fs.open(f"{root.rstrip('/')}/{name}", "rb") as f:
+                out[int(match.group(1))] = json.loads(f.read())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            log.warning("unreadable stats file %s: unit will be redone", name)
+    return out
+
+
+def write_sizes(out_url: str, stats: dict[int, dict], storage_options: dict[str, Any] | None = None) -> dict[str, int]:
+    """Write ``sizes.json`` (shard name → pair count) for all committed units; returns it."""
+    fs, root = url_to_fs(out_url, **(storage_options or {}))
+    sizes = {SHARD_PATTERN.format(i): int(s.get("pairs_written", s.get("pairs", 0))) for i, s in sorted(stats.items())}
+    fs.makedirs(root, exist_ok=True)
+    _write_atomic(fs, f"{root.rstrip('/')}/sizes.json", json.dumps(sizes, indent=1).encode())
+    return sizes
+
+
+def encode_jpeg(array, quality: int = 90) -> bytes:
+    """``[H,W,3]`` uint8 array → JPEG bytes."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def encode_png(array) -> bytes:
+    """``[H,W]`` uint8 array → PNG bytes (mode L)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array, mode="L").save(buf, format="PNG")
+    return buf.getvalue()
