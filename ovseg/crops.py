@@ -68,7 +68,9 @@ def expand_boxes(boxes: torch.Tensor, ratio: float, height: int, width: int) -> 
     b = boxes.float()
     cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
     hw, hh = (b[:, 2] - b[:, 0]) * ratio / 2, (b[:, 3] - b[:, 1]) * ratio / 2
-    out = torch.stack([cx - hw, cy - hh, cx + hw, cy + hh], dim=1).round().long()
+    lo = torch.stack([cx - hw, cy - hh], dim=1).floor()  # grow outwards to whole pixels
+    hi = torch.stack([cx + hw, cy + hh], dim=1).ceil()
+    out = torch.cat([lo, hi], dim=1).long()
     out[:, 0::2] = out[:, 0::2].clamp(0, width)
     out[:, 1::2] = out[:, 1::2].clamp(0, height)
     return out

@@ -85,6 +85,7 @@ class UnitMiner:
             extra_stop_words=tuple(cfg.nouns.extra_stop_words),
         )
         self.proposals = build_proposal_backend(cfg)
+        torch.manual_seed(cfg.run.seed)  # random-init models are identical in every actor and run
         self.clip = load_clip(cfg.clip.model, cfg.clip.pretrained, cfg.clip.checkpoint, self.device, cfg.clip.precision)
         templates = VILD_TEMPLATES if cfg.clip.templates == "vild" else ("a photo of a {}.",)
         self.text_cache = TextEmbeddingCache(self.clip, templates)
@@ -92,7 +93,6 @@ class UnitMiner:
         self.fill = MEAN_FILL_255 if cfg.crops.fill == "mean" else (0.0, 0.0, 0.0)
         self.match = MatchParams(cfg.matching.min_score, cfg.matching.min_area,
                                  cfg.matching.min_area_frac, cfg.matching.min_margin)
-        torch.manual_seed(cfg.run.seed)
 
     # ------------------------------------------------------------------ CPU side
     def _prepare(self, records: list[ImageRecord], stats: UnitStats) -> list[PreparedImage]:
