@@ -4,7 +4,7 @@ Skip reasons raised by :func:`decode_image` / :func:`read_bytes`:
     ``zero_byte``          empty payload
     ``corrupt_image``      not an image PIL can identify, or broken data
     ``truncated_image``    the data stops before the image does
-    ``too_many_pixels``    width*height above ``max_pixels`` (checked from the header, before decoding)
+    ``too_many_pixels``    width*height above ``max_pixels`` (read from the header, before decoding)
     ``image_too_small``    a side shorter than ``min_side`` pixels
     ``unsupported_mode``   a pixel mode with no sensible RGB conversion
     ``missing_file``       :func:`read_bytes` found nothing at the URL

@@ -109,9 +109,10 @@ def main() -> None:
             {"id": image_id, "file_name": file_name, "width": image.width, "height": image.height}
         )
         for caption in captions:
-            annotations.append({"id": len(annotations) + 1, "image_id": image_id, "caption": caption})
+            ann_id = len(annotations) + 1
+            annotations.append({"id": ann_id, "image_id": image_id, "caption": caption})
     info = {
-        "description": "ovseg-mine sample corpus: scikit-image sample photos, hand-written captions",
+        "description": "ovseg-mine sample: scikit-image sample photos, hand-written captions",
         "version": "1.0",
     }
     doc = {"info": info, "images": images, "annotations": annotations}

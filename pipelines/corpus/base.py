@@ -33,6 +33,7 @@ __all__ = [
     "READERS",
     "register_reader",
     "build_reader",
+    "load_builtin_readers",
     "expand_urls",
     "join_url",
     "parent_url",
@@ -90,10 +91,16 @@ def register_reader(name: str):
     return wrap
 
 
+def load_builtin_readers() -> dict[str, type]:
+    """Import the built-in reader modules (which registers them); returns :data:`READERS`."""
+    for module in _BUILTIN_MODULES:  # cheap after the first time
+        importlib.import_module(module)
+    return READERS
+
+
 def build_reader(cfg: CorpusConfig) -> CorpusReader:
     """Instantiate the reader registered under ``cfg.format``."""
-    for module in _BUILTIN_MODULES:  # importing registers them; cheap after the first time
-        importlib.import_module(module)
+    load_builtin_readers()
     try:
         cls = READERS[cfg.format]
     except KeyError:

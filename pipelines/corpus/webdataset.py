@@ -90,8 +90,7 @@ class WebDatasetReader:
                     member_key, ext = split_member_name(member.name)
                     if posixpath.basename(member_key).startswith((".", "__")) or not ext:
                         continue  # hidden / metadata files, WebDataset ignores them too
-                    data = tar.extractfile(member).read()
-                    if member_key != key:
+                    if member_key != key:  # the previous sample is complete
                         if key is not None:
                             n_done += 1
                             yield key, files
@@ -99,7 +98,7 @@ class WebDatasetReader:
                     if ext in files:
                         skips["duplicate_member"] += 1
                         continue
-                    files[ext] = data
+                    files[ext] = tar.extractfile(member).read()
                 complete = _ended_cleanly(tar)
         except (tarfile.ReadError, EOFError, zlib.error) as e:  # I/O errors propagate (retry)
             reason = "truncated_tar" if _is_truncation(e) else "corrupt_tar"
@@ -166,4 +165,5 @@ def _ended_cleanly(tar: tarfile.TarFile) -> bool:
 
 def _is_truncation(e: BaseException) -> bool:
     text = str(e).lower()
-    return isinstance(e, EOFError) or any(w in text for w in ("unexpected end", "truncated", "empty"))
+    words = ("unexpected end", "truncated", "empty")
+    return isinstance(e, EOFError) or any(w in text for w in words)
