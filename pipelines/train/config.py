@@ -1,0 +1,146 @@
+"""The typed configuration of mask prompt tuning (``conf/tune_mpt.yaml``).
+
+Defaults follow OVSeg's MPT recipe on real weights (ViT-B/16 ``openai``; OVSeg's released run used
+ViT-L/14): prompt depth 3, AdamW lr 2e-2, weight decay 0, cosine schedule with warmup, 224 px,
+5 epochs. ``data.batch_size`` is per process and micro-step: global batch = batch_size ×
+world_size × optim.grad_accum (OVSeg: 256, e.g. 32 × 8 GPUs).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from pipelines.config import check
+
+MODES = ("mpt", "finetune", "finetune+mpt")
+LOSSES = ("vocab_ce", "contrastive")
+
+
+@dataclass
+class ClipSection:
+    model: str = "ViT-B-16"  # open_clip model config name (a ViT)
+    pretrained: Optional[str] = "openai"  # open_clip pretrained tag, or None (random init)
+    checkpoint: Optional[str] = None  # local CLIP state dict (e.g. a fine-tuned tower for FT→MPT)
+
+
+@dataclass
+class PromptSection:
+    depth: int = 3  # replacement points: after the patch embedding and after blocks 1..depth-1
+    init: str = "normal"  # normal (OVSeg: std 0.02) | zeros
+    init_std: float = 0.02  # std of the normal init
+    init_from: Optional[str] = None  # start from an exported prompt file (mpt_prompt.pt)
+
+    def validate(self, prefix: str) -> None:
+        check(self.depth >= 1, prefix + "depth", "must be >= 1")
+        check(self.init in ("normal", "zeros"), prefix + "init", "normal | zeros")
+
+
+@dataclass
+class SourceSection:
+    urls: str = "???"  # brace pattern / folder / glob / fsspec URL; several joined by '::'
+    weight: float = 1.0  # relative mixing weight
+
+    def validate(self, prefix: str) -> None:
+        check(self.weight > 0, prefix + "weight", "must be > 0")
+
+
+@dataclass
+class DataSection:
+    sources: list[SourceSection] = field(default_factory=list)  # training pair shards, mixed
+    urls: Optional[str] = None  # shortcut for one source (weight 1); replaces `sources` when set
+    batch_size: int = 32  # pairs per process per micro-step
+    workers: int = 4  # data loader worker processes per process
+    shuffle_buffer: int = 2000  # samples held for shuffling per worker
+    holdout_percent: float = 1.0  # share of pairs (by key hash) held out for evaluation
+    samples_per_epoch: Optional[int] = None  # overrides the count from sizes.json
+
+    def validate(self, prefix: str) -> None:
+        if self.urls:
+            self.sources = [SourceSection(urls=self.urls)]
+        check(len(self.sources) > 0, prefix + "sources", "give data.urls or at least one source")
+        check(self.batch_size > 0, prefix + "batch_size", "must be > 0")
+        check(self.workers >= 0, prefix + "workers", "must be >= 0")
+        check(0 <= self.holdout_percent < 100, prefix + "holdout_percent", "must be in [0, 100)")
+
+
+@dataclass
+class LossSection:
+    # vocab_ce (default): each crop is classified over the unique nouns of the global batch, so
+    #   crops of the same noun are never each other's negatives (matches test-time classification).
+    # contrastive: OVSeg's symmetric CLIP loss over (crop, noun text) pairs of the global batch.
+    name: str = "vocab_ce"
+    text_prompt: str = "noun"  # noun (the bare noun, as OVSeg trains) | vild (9-template ensemble)
+
+    def validate(self, prefix: str) -> None:
+        check(self.name in LOSSES, prefix + "name", " | ".join(LOSSES))
+        check(self.text_prompt in ("noun", "vild"), prefix + "text_prompt", "noun | vild")
+
+
+@dataclass
+class OptimSection:
+    mode: str = "mpt"  # mpt | finetune (image tower, text frozen) | finetune+mpt
+    lr: float = 2e-2  # OVSeg MPT: 2e-2; full fine-tuning: 5e-6
+    weight_decay: float = 0.0  # OVSeg MPT: 0; full fine-tuning: 0.2 (not on gains/biases)
+    beta1: float = 0.9
+    beta2: float = 0.98
+    eps: float = 1e-6
+    warmup_steps: int = 100  # linear warm-up, then cosine decay to 0
+    epochs: float = 5.0  # epochs of `samples_per_epoch` (ignored when max_steps is set)
+    max_steps: Optional[int] = None  # optimizer steps in total (overrides epochs)
+    grad_accum: int = 1  # micro-steps per optimizer step
+    grad_clip: Optional[float] = None  # max global grad norm, or None
+    train_logit_scale: bool = True  # OVSeg leaves CLIP's logit scale trainable
+    precision: str = "auto"  # auto (bf16 autocast on GPU, fp32 on CPU) | bf16 | fp32
+    grad_checkpointing: bool = False  # recompute image-tower activations in backward
+
+    def validate(self, prefix: str) -> None:
+        check(self.mode in MODES, prefix + "mode", " | ".join(MODES))
+        check(self.lr > 0, prefix + "lr", "must be > 0")
+        check(self.grad_accum >= 1, prefix + "grad_accum", "must be >= 1")
+        check(self.warmup_steps >= 0, prefix + "warmup_steps", "must be >= 0")
+        check(self.max_steps is None or self.max_steps > 0, prefix + "max_steps", "must be > 0")
+        check(self.epochs > 0, prefix + "epochs", "must be > 0")
+        check(self.precision in ("auto", "bf16", "fp32"), prefix + "precision", "auto | bf16 | fp32")
+
+
+@dataclass
+class EvalSection:
+    urls: Optional[str] = None  # held-out pair shards; None = data.holdout_percent of the sources
+    max_samples: int = 5000  # evaluate on at most this many pairs (over all processes)
+    batch_size: int = 64  # pairs per forward pass
+    templates: str = "vild"  # text prompts for the vocabulary: vild (OVSeg inference) | noun
+    before: bool = True  # also evaluate before tuning (plain CLIP on the masked crops)
+    every_steps: int = 0  # evaluate during training every N steps (0 = only before/after)
+
+    def validate(self, prefix: str) -> None:
+        check(self.templates in ("vild", "noun"), prefix + "templates", "vild | noun")
+        check(self.max_samples > 0, prefix + "max_samples", "must be > 0")
+
+
+@dataclass
+class RunSection:
+    out_dir: str = "out/tune_mpt"  # checkpoints, exports, TensorBoard logs, summary.json
+    seed: int = 0
+    resume: str = "auto"  # auto (latest checkpoint in out_dir, if any) | never | <checkpoint path>
+    save_every: int = 500  # checkpoint every N optimizer steps (and always at the end)
+    keep_last: int = 3  # checkpoints kept (older ones are deleted)
+    stop_at: Optional[int] = None  # stop (with a checkpoint) at this step; the schedule is unchanged
+    log_every: int = 10  # TensorBoard / progress-bar update period in steps
+    device: str = "auto"  # auto (cuda:<local rank> if available, else cpu) | cpu | cuda
+    tensorboard: bool = True
+
+    def validate(self, prefix: str) -> None:
+        check(self.save_every > 0, prefix + "save_every", "must be > 0")
+        check(self.keep_last >= 1, prefix + "keep_last", "must be >= 1")
+        check(self.device in ("auto", "cpu", "cuda"), prefix + "device", "auto | cpu | cuda")
+
+
+@dataclass
+class TuneConfig:
+    clip: ClipSection = field(default_factory=ClipSection)
+    prompt: PromptSection = field(default_factory=PromptSection)
+    data: DataSection = field(default_factory=DataSection)
+    loss: LossSection = field(default_factory=LossSection)
+    optim: OptimSection = field(default_factory=OptimSection)
+    eval: EvalSection = field(default_factory=EvalSection)
+    run: RunSection = field(default_factory=RunSection)
