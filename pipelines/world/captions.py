@@ -23,6 +23,7 @@ P_MENTION = 0.8
 P_STUFF = 0.45
 P_ABSENT = 0.15
 P_COLOUR = 0.6
+P_SIZE = 0.25  # a lone object without a colour word is called small / large by its true size
 
 _NUMBERS = {2: "two", 3: "three", 4: "four"}
 _PREPOSITIONS = {
@@ -72,10 +73,17 @@ def _colour_ok(colour: str, name: str) -> bool:
     return colour not in _NOUNISH_COLOURS and (colour, name) not in _COMPOUNDS
 
 
-def _thing_phrase(rng: np.random.Generator, cat: Category, colours: list[str]) -> str:
+def _size_word(radius: float, image_size: int) -> str:
+    r = radius * 128.0 / image_size  # the composer draws radii in 16..40 px at 128 px
+    return "small" if r < 24 else "large" if r > 32 else ""
+
+
+def _thing_phrase(rng: np.random.Generator, cat: Category, colours: list[str], size_word: str) -> str:
     colours = [c if _colour_ok(c, cat.name) else "" for c in colours]
     if len(colours) == 1:
         words = ([colours[0]] if colours[0] and rng.random() < P_COLOUR else []) + [cat.name]
+        if len(words) == 1 and size_word and rng.random() < P_SIZE:
+            words = [size_word, cat.name]
         return f"{_article(words[0])} {' '.join(words)}"
     if len(set(colours)) == 1 and colours[0] and rng.random() < P_COLOUR:
         return f"{_NUMBERS.get(len(colours), 'some')} {colours[0]} {cat.plural}"
@@ -91,9 +99,11 @@ def _join(phrases: list[str]) -> str:
 def _one_caption(rng: np.random.Generator, scene: Scene) -> Caption:
     groups: dict[str, list[str]] = {}
     cats: dict[str, Category] = {}
+    sizes: dict[str, str] = {}
     for inst in scene.things:
         groups.setdefault(inst.category.name, []).append(inst.colour or "")
         cats[inst.category.name] = inst.category
+        sizes[inst.category.name] = _size_word(inst.draw["radius"], scene.image.shape[0]) if inst.draw else ""
     present_stuff = [i.category for i in scene.stuff]
     named = [n for n in groups if rng.random() < P_MENTION]
     stuff = [c for c in present_stuff if rng.random() < P_STUFF]
@@ -113,7 +123,7 @@ def _one_caption(rng: np.random.Generator, scene: Scene) -> Caption:
     if not named and groups:
         named.append(list(groups)[int(rng.integers(len(groups)))])
     order = [named[i] for i in rng.permutation(len(named))]
-    phrases = [_thing_phrase(rng, cats[n], groups[n]) for n in order]
+    phrases = [_thing_phrase(rng, cats[n], groups[n], sizes.get(n, "")) for n in order]
     place = " and ".join(_PREPOSITIONS[c.name][int(rng.integers(len(_PREPOSITIONS[c.name])))]
                      for c in stuff)
     if len(phrases) >= 2 and rng.random() < 0.3:
