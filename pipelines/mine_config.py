@@ -5,12 +5,11 @@ before any work starts, naming the key.
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from pipelines.config import check
-from pipelines.corpus.base import _BUILTIN_MODULES, READERS, CorpusConfig
+from pipelines.corpus.base import READERS, CorpusConfig, load_builtin_readers
 
 
 @dataclass
@@ -138,8 +137,7 @@ class MineConfig:
     run: RunSection = field(default_factory=RunSection)
 
     def validate(self, prefix: str) -> None:
-        for module in _BUILTIN_MODULES:  # importing a reader module registers it
-            importlib.import_module(module)
+        load_builtin_readers()
         check(self.corpus.format in READERS, prefix + "corpus.format", f"one of {sorted(READERS)}")
         check(bool(self.corpus.url), prefix + "corpus.url", "must be set")
         check(self.corpus.images_per_unit >= 1, prefix + "corpus.images_per_unit", "must be >= 1")

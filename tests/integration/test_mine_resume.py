@@ -1,0 +1,58 @@
+"""A mining run killed midway and resumed gives exactly the pairs of an uninterrupted run."""
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import webdataset as wds
+
+from pipelines.shards import committed_units
+from tests.integration.conftest import REPO, child_env, mine_cmd
+from tests.integration.processes import kill_session, start_session
+
+pytestmark = pytest.mark.integration
+UNITS = 30
+
+
+def _pairs(out: Path) -> set[tuple[str, str, bytes]]:
+    urls = sorted(str(p) for p in out.glob("pairs-*.tar"))
+    return {(s["__key__"], s["txt"].decode(), s["jpg"]) for s in wds.WebDataset(urls, shardshuffle=False)}
+
+
+def _overrides(corpus: Path, out: Path) -> list[str]:
+    return [f"corpus.url={corpus}", f"corpus.images_url={REPO / 'data' / 'sample'}", f"output.url={out}",
+            "corpus.images_per_unit=1", "run.images_per_batch=1", "ray.num_actors=1", "output.report=false"]
+
+
+def test_killed_run_resumes_to_the_same_pairs(repeated_sample, tmp_path):
+    full, resumed = tmp_path / "full", tmp_path / "resumed"
+    subprocess.run(mine_cmd(*_overrides(repeated_sample, full)), check=True, env=child_env(), cwd=REPO,
+                   capture_output=True, timeout=600)
+    assert len(committed_units(str(full))) == UNITS
+
+    proc = start_session(mine_cmd(*_overrides(repeated_sample, resumed)), tmp_path / "killed.log", child_env(), str(REPO))
+    try:
+        deadline = time.time() + 300
+        while len(committed_units(str(resumed))) < 3 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+    finally:
+        kill_session(proc.pid)
+    done_before = committed_units(str(resumed))
+    assert 0 < len(done_before) < UNITS, f"kill did not land midway ({len(done_before)} units)"
+    # whatever the kill left behind, nothing uncommitted looks complete
+    for tar in resumed.glob("pairs-*.tar"):
+        index = int(tar.name[6:12])
+        assert index in done_before or not (resumed / f"pairs-{index:06d}.stats.json").exists()
+
+    run = subprocess.run(mine_cmd(*_overrides(repeated_sample, resumed)), env=child_env(), cwd=REPO,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert f"{UNITS - len(done_before)} units to mine, {len(done_before)} already committed" in run.stdout
+    after = committed_units(str(resumed))
+    assert len(after) == UNITS
+    for index, stats in done_before.items():  # committed units were skipped, not redone
+        assert after[index]["worker"] == stats["worker"]
+    assert _pairs(resumed) == _pairs(full)
+    assert not list(resumed.glob("*.tmp"))

@@ -1,0 +1,84 @@
+"""One unit mined end to end without Ray, with every kind of bad input in it."""
+import io
+import json
+
+import numpy as np
+import pytest
+import skimage.data
+import webdataset as wds
+from PIL import Image
+
+from pipelines.config import load_config
+from pipelines.mine_config import MineConfig
+from pipelines.mining import UnitMiner
+from pipelines.shards import committed_units, shard_url
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    (root / "images").mkdir()
+    Image.fromarray(skimage.data.astronaut()).save(root / "images" / "good.jpg")
+    Image.fromarray(skimage.data.chelsea()).convert("CMYK").save(root / "images" / "cmyk.jpg")
+    Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(root / "images" / "flat.png")
+    (root / "images" / "zero.jpg").write_bytes(b"")
+    (root / "images" / "corrupt.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg" * 10)
+    files = ["good.jpg", "cmyk.jpg", "flat.png", "zero.jpg", "corrupt.jpg", "missing.jpg", "good.jpg", "good.jpg"]
+    captions = {
+        1: ["an astronaut in a white suit next to a flag"], 2: ["a cat on a carpet"],
+        3: ["a grey wall"], 4: ["a dog"], 5: ["a dog"], 6: ["a dog"],
+        7: ["it is here."],  # no nouns
+        # 8: no captions at all
+    }
+    data = {
+        "images": [{"id": i + 1, "file_name": f} for i, f in enumerate(files)],
+        "annotations": [{"id": 100 * i + j, "image_id": i, "caption": c}
+                        for i, caps in captions.items() for j, c in enumerate(caps)],
+    }
+    (root / "captions.json").write_text(json.dumps(data))
+    return root
+
+
+def _config(corpus, out, *extra):
+    return load_config(MineConfig, "conf/smoke/mine.yaml", [
+        f"corpus.url={corpus}/captions.json", f"corpus.images_url={corpus}/images", f"output.url={out}",
+        "corpus.images_per_unit=100", "run.images_per_batch=3", *extra])
+
+
+def test_bad_inputs_are_counted_and_the_shard_commits(corpus, tmp_path):
+    out = str(tmp_path / "pairs")
+    miner = UnitMiner(_config(corpus, out))
+    [unit] = miner.reader.plan_units()
+    stats = miner.mine_unit(unit)
+    assert stats["images"] == 8
+    assert stats["skipped"] == {"zero_byte": 1, "corrupt_image": 1, "missing_file": 1, "no_nouns": 1,
+                                "no_captions": 1, "no_proposals": 1}
+    assert stats["pairs"] == stats["pairs_written"] > 0
+    assert committed_units(out)[0]["pairs_written"] == stats["pairs"]
+    samples = list(wds.WebDataset(shard_url(out, 0), shardshuffle=False).decode("pil"))
+    assert len(samples) == stats["pairs"]
+    nouns = {s["txt"] for s in samples}
+    assert {"astronaut", "flag", "cat", "carpet"} <= nouns
+    s = samples[0]
+    raw = next(iter(wds.WebDataset(shard_url(out, 0), shardshuffle=False)))
+    mask = Image.open(io.BytesIO(raw["png"]))
+    assert s["jpg"].size == (64, 64) and mask.size == (64, 64) and mask.mode == "L"
+    assert set(np.unique(np.asarray(mask))) <= {0, 255} and np.asarray(mask).max() == 255
+    meta = s["json"]
+    assert meta["noun"] == s["txt"] and meta["proposal_backend"] == "superpixel"
+    assert meta["image_key"] and "." not in s["__key__"]
+    x0, y0, x1, y1 = meta["box"]
+    assert 0 <= x0 < x1 <= meta["image_size"][1] and 0 <= y0 < y1 <= meta["image_size"][0]
+    assert meta["caption"] == "an astronaut in a white suit next to a flag"
+
+
+def test_mining_is_deterministic_and_crop_size_is_configurable(corpus, tmp_path):
+    a = UnitMiner(_config(corpus, tmp_path / "a", "output.crop_size=32"))
+    b = UnitMiner(_config(corpus, tmp_path / "b", "output.crop_size=32"))
+    [unit] = a.reader.plan_units()
+    a.mine_unit(unit), b.mine_unit(unit)
+    read = lambda p: [(s["__key__"], s["txt"], s["jpg"]) for s in wds.WebDataset(shard_url(str(p), 0), shardshuffle=False)]
+    first = read(tmp_path / "a")
+    assert first == read(tmp_path / "b")
+    img = next(iter(wds.WebDataset(shard_url(str(tmp_path / "a"), 0), shardshuffle=False).decode("pil")))
+    assert img["jpg"].size == (32, 32)
