@@ -5,9 +5,11 @@
   it is the *same* noun.
 * :func:`vocab_ce_loss` — cross-entropy of each crop over the batch vocabulary (unique nouns):
   crops of the same noun share one class and are never each other's negatives. With a frozen text
-  tower this equals the image→text half of the contrastive loss up to a constant, minus the
-  text→image half whose same-noun targets contradict each other; and it is the task OVSeg solves
-  at test time (classify a masked crop over a vocabulary). It is the default.
+  tower, the image→text half of the contrastive loss is this cross-entropy with every logit shifted
+  by log(batch count of its noun) plus a floor of log(count of the true noun) — a batch-frequency
+  prior that favours frequent nouns — and its text→image half asks each copy of a repeated noun to
+  pick *its own* crop among identical-text crops, a contradictory target. Vocab CE is the task
+  OVSeg solves at test time (classify a masked crop over a vocabulary). It is the default.
 """
 from __future__ import annotations
 

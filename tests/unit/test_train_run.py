@@ -1,0 +1,92 @@
+"""In-process tuning runs (one process, tiny random CLIP): overfitting, resume, modes, exports."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from ovseg import mpt_export
+from ovseg.clip import load_clip
+from pipelines.config import load_config
+from pipelines.train import checkpoint as ckpt
+from pipelines.train.config import TuneConfig
+from pipelines.train.dist import init_world
+from pipelines.train.loop import run
+from pipelines.train.synthetic import write_synthetic_pairs
+
+SMOKE = "conf/smoke/tune_mpt.yaml"
+
+
+@pytest.fixture(scope="module")
+def pairs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train_pairs")
+    write_synthetic_pairs(str(root / "four"), n_shards=1, per_shard=16, size=64, nouns=("a", "b", "c", "d"))
+    write_synthetic_pairs(str(root / "mixed"), n_shards=2, per_shard=24, size=64, seed=3)
+    return root
+
+
+def config(*overrides: str) -> TuneConfig:
+    return load_config(TuneConfig, SMOKE, ["run.tensorboard=false", *overrides])
+
+
+def test_mpt_overfits_a_tiny_shard(pairs, tmp_path):
+    """Only the mask prompt trains (logit scale frozen): 30 steps on 16 pairs of 4 nouns must cut
+    the loss by >= 2.5x and below log(4), the loss of a uniform guess."""
+    cfg = config(f"data.urls={pairs / 'four'}", f"run.out_dir={tmp_path}", "optim.max_steps=30",
+                 "optim.lr=0.1", "optim.warmup_steps=0", "optim.train_logit_scale=false",
+                 "data.batch_size=16", "data.holdout_percent=0", "data.shuffle_buffer=0",
+                 "eval.before=false", "run.save_every=1000")
+    summary = run(cfg, init_world("cpu"))
+    history = summary["loss_history"]
+    late = sum(history[-5:]) / 5
+    assert history[0] / late >= 2.5, history
+    assert late < math.log(4)
+
+
+def test_stop_resume_and_exports(pairs, tmp_path):
+    common = [f"data.urls={pairs / 'mixed'}", f"run.out_dir={tmp_path}", "optim.max_steps=5",
+              "run.save_every=2", "data.batch_size=4", "eval.max_samples=16", "run.keep_last=2"]
+    first = run(config(*common, "run.stop_at=3"), init_world("cpu"))
+    assert first["step"] == 3 and not first["finished"] and "eval_after" not in first
+    assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [2, 3]
+    saved = ckpt.load_checkpoint(ckpt.checkpoint_path(tmp_path, 3))
+    assert saved["scheduler"]["last_epoch"] == 3 and saved["optimizer"]["state"]
+    assert set(saved["trainable"]) == {"prompt.mask_embedding", "clip.logit_scale"}
+
+    second = run(config(*common), init_world("cpu"))  # resume=auto is the default
+    assert second["resumed_from_step"] == 3 and second["step"] == 5 and second["finished"]
+    assert len(second["loss_history"]) == 2
+    assert second["eval_before"] == first["eval_before"]  # carried in the checkpoint
+    assert second["eval_after"]["samples"] > 0
+    assert json.loads((tmp_path / "summary.json").read_text())["step"] == 5
+
+    prompt = mpt_export.load_prompt(second["exports"]["prompt"])
+    final = ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path))
+    assert torch.equal(prompt.mask_embedding, final["trainable"]["prompt.mask_embedding"])
+    assert prompt.clip_model == "ovseg-tiny-vit" and prompt.depth == 2 and prompt.image_size == 64
+    model, _ = mpt_export.load_prompted_clip(second["exports"]["prompt"], load_clip)
+    assert torch.equal(model.mask_embedding, prompt.mask_embedding)
+    ovseg = torch.load(second["exports"]["ovseg"], weights_only=True)["model"]
+    assert list(ovseg) == ["clip_adapter.clip_model.visual.mask_embedding"]
+
+
+@pytest.mark.parametrize("mode,loss", [("finetune", "contrastive"), ("finetune+mpt", "vocab_ce")])
+def test_finetune_modes(pairs, tmp_path, mode, loss):
+    cfg = config(f"data.urls={pairs / 'mixed'}", f"run.out_dir={tmp_path}", "optim.max_steps=2",
+                 f"optim.mode={mode}", f"loss.name={loss}", "optim.lr=1e-4", "optim.weight_decay=0.2",
+                 "optim.grad_accum=2", "data.batch_size=4", "eval.before=false", "eval.max_samples=8")
+    summary = run(cfg, init_world("cpu"))
+    assert summary["finished"] and summary["global_batch"] == 8
+    trained = ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path))["trainable"]
+    assert "clip.visual.conv1.weight" in trained and not any(k.startswith("clip.transformer") for k in trained)
+    assert ("prompt.mask_embedding" in trained) == (mode == "finetune+mpt")
+    tuned = torch.load(summary["exports"]["clip"], weights_only=True)
+    assert torch.equal(tuned["visual.conv1.weight"], trained["clip.visual.conv1.weight"])
+    ovseg = torch.load(summary["exports"]["ovseg"], weights_only=True)["model"]
+    assert "clip_adapter.clip_model.visual.conv1.weight" in ovseg
+    assert ("clip_adapter.clip_model.visual.mask_embedding" in ovseg) == (mode == "finetune+mpt")
+    if mode == "finetune+mpt":
+        model, _ = mpt_export.load_prompted_clip(summary["exports"]["prompt"], load_clip)
+        assert torch.equal(model.clip.visual.conv1.weight, trained["clip.visual.conv1.weight"])
