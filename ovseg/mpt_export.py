@@ -7,8 +7,9 @@ Portable file (``torch.load(path, weights_only=True)`` works; plain containers a
      "depth": 3, "image_size": 224, "patch_size": 16, "grid_size": [14, 14], "width": 768,
      "logit_scale": 4.6, "mode": "mpt", "meta": {...}}
 
-``clip_checkpoint`` names the tuned CLIP weights when the image tower itself was fine-tuned
-(``finetune`` modes); for ``mpt`` the CLIP is rebuilt from ``clip_model`` + ``pretrained``.
+``clip_checkpoint`` names a CLIP state dict next to the file (relative) or anywhere (absolute) when
+the weights are not a public pretrained tag left untouched (fine-tuned tower, local checkpoint,
+random init); otherwise CLIP is rebuilt from ``clip_model`` + ``pretrained``.
 
 OVSeg layout: OVSeg (facebookresearch/ov-seg) keeps its CLIP under ``clip_adapter.clip_model.`` in
 the detectron2 checkpoint's ``"model"`` dict, with the prompt at
@@ -129,7 +130,8 @@ def load_prompted_clip(path: str | Path, loader: Callable[..., Any], device: str
     checkpoint = export.clip_checkpoint
     if checkpoint is not None and not Path(checkpoint).is_absolute():
         checkpoint = str(Path(path).parent / checkpoint)
-    bundle = loader(export.clip_model, pretrained=export.pretrained, checkpoint=checkpoint, device=device)
+    pretrained = None if checkpoint is not None else export.pretrained  # the file has all weights
+    bundle = loader(export.clip_model, pretrained=pretrained, checkpoint=checkpoint, device=device)
     return build_prompted_clip(export, bundle.model).to(device), bundle
 
 

@@ -144,3 +144,21 @@ class TuneConfig:
     optim: OptimSection = field(default_factory=OptimSection)
     eval: EvalSection = field(default_factory=EvalSection)
     run: RunSection = field(default_factory=RunSection)
+
+
+@dataclass
+class EvalCropsConfig:
+    """``jobs/evaluate_crops.py``: zero-shot masked-crop accuracy of CLIP with/without a prompt."""
+
+    urls: str = "???"  # pair shards to evaluate (brace pattern / folder / fsspec URL)
+    holdout_percent: float = 0.0  # > 0: only the held-out share (same key hash as training)
+    prompt_file: Optional[str] = None  # exported mpt_prompt.pt; rebuilds its CLIP (clip.* ignored)
+    clip: ClipSection = field(default_factory=ClipSection)  # used when prompt_file is None
+    eval: EvalSection = field(default_factory=EvalSection)
+    workers: int = 2  # data loader workers
+    device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto (bf16 on GPU) | bf16 | fp32
+
+    def validate(self, prefix: str) -> None:
+        check(0 <= self.holdout_percent < 100, prefix + "holdout_percent", "must be in [0, 100)")
+        check(self.device in ("auto", "cpu", "cuda"), prefix + "device", "auto | cpu | cuda")

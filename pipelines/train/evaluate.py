@@ -79,3 +79,38 @@ def crop_accuracy(
         "chance": 1.0 / max(len(vocab), 1),
         "skipped": int(skipped),
     }
+
+
+def evaluate_shards(cfg, world: World) -> dict:
+    """Standalone evaluation (``jobs/evaluate_crops.py``): plain CLIP and, with a prompt file,
+    CLIP + mask prompt on the same crops. ``cfg`` is an ``EvalCropsConfig``."""
+    from ovseg.clip import load_clip
+    from ovseg.mpt_export import load_prompted_clip
+    from pipelines.pair_data import PairStream, make_loader, make_source
+    from pipelines.train.setup import text_cache
+
+    if cfg.prompt_file:
+        model, bundle = load_prompted_clip(cfg.prompt_file, load_clip, device=str(world.device))
+        name = f"{bundle.name}/{bundle.pretrained or bundle.checkpoint}"
+    else:
+        bundle = load_clip(cfg.clip.model, pretrained=cfg.clip.pretrained, checkpoint=cfg.clip.checkpoint,
+                           device=world.device)
+        model = MaskPromptCLIP(bundle.model, depth=1, init="zeros").to(world.device)
+        name = f"{cfg.clip.model}/{cfg.clip.pretrained or cfg.clip.checkpoint}"
+    bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and world.device.type == "cuda")
+    autocast = (lambda: torch.autocast(world.device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
+    texts = text_cache(bundle, "vild" if cfg.eval.templates == "vild" else "noun")
+    source = make_source(cfg.urls)
+
+    def once(use_prompt: bool) -> dict[str, float]:
+        stream = PairStream([source], batch_size=cfg.eval.batch_size, image_size=bundle.image_size,
+                            mean=bundle.mean, std=bundle.std, rank=world.rank, world_size=world.size,
+                            infinite=False, holdout_percent=cfg.holdout_percent,
+                            split="eval" if cfg.holdout_percent > 0 else "all")
+        return crop_accuracy(model, make_loader(stream, cfg.workers), texts.embed, world,
+                             use_prompt=use_prompt, max_samples=cfg.eval.max_samples, autocast=autocast)
+
+    result = {"clip": name, "urls": cfg.urls, "plain": once(False)}
+    if cfg.prompt_file:
+        result["prompted"] = once(True)
+    return result

@@ -223,16 +223,16 @@ def export(cfg: TuneConfig, model: nn.Module, out: Path) -> dict[str, str]:
     paths: dict[str, str] = {}
     clip_sd = None
     clip_file = None
-    if cfg.optim.mode != "mpt" or cfg.clip.checkpoint:  # tuned / non-public CLIP weights
+    # CLIP weights travel with the export unless they are a public pretrained tag left untouched
+    if cfg.optim.mode != "mpt" or cfg.clip.checkpoint or not cfg.clip.pretrained:
         clip_sd = {k: v.detach().cpu() for k, v in model.clip.state_dict().items()}
-        if cfg.optim.mode != "mpt":
-            clip_file = "clip_tuned.pt"
-            ckpt.save_atomic(clip_sd, folder / clip_file)
-            paths["clip"] = str(folder / clip_file)
+        clip_file = "clip_weights.pt"
+        ckpt.save_atomic(clip_sd, folder / clip_file)
+        paths["clip"] = str(folder / clip_file)
     use_prompt = cfg.optim.mode != "finetune"
     if use_prompt:
         info = mpt_export.describe(model, cfg.clip.model, cfg.clip.pretrained,
-                                   clip_checkpoint=clip_file or cfg.clip.checkpoint, mode=cfg.optim.mode)
+                                   clip_checkpoint=clip_file, mode=cfg.optim.mode)
         paths["prompt"] = str(mpt_export.save_prompt(info, folder / "mpt_prompt.pt"))
     ovseg = mpt_export.save_ovseg(folder / "ovseg_clip_adapter.pth",
                                   model.mask_embedding if use_prompt else None, clip_sd)

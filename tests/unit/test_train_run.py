@@ -66,10 +66,15 @@ def test_stop_resume_and_exports(pairs, tmp_path):
     final = ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path))
     assert torch.equal(prompt.mask_embedding, final["trainable"]["prompt.mask_embedding"])
     assert prompt.clip_model == "ovseg-tiny-vit" and prompt.depth == 2 and prompt.image_size == 64
-    model, _ = mpt_export.load_prompted_clip(second["exports"]["prompt"], load_clip)
+    # random-init CLIP: its weights travel with the export, so the prompt file rebuilds the model
+    model, bundle = mpt_export.load_prompted_clip(second["exports"]["prompt"], load_clip)
+    assert prompt.clip_checkpoint == "clip_weights.pt"
     assert torch.equal(model.mask_embedding, prompt.mask_embedding)
+    tuned = torch.load(tmp_path / "export" / "clip_weights.pt", weights_only=True)
+    assert all(torch.equal(v, tuned[k]) for k, v in model.clip.state_dict().items())
     ovseg = torch.load(second["exports"]["ovseg"], weights_only=True)["model"]
-    assert list(ovseg) == ["clip_adapter.clip_model.visual.mask_embedding"]
+    assert torch.equal(ovseg["clip_adapter.clip_model.visual.mask_embedding"], prompt.mask_embedding)
+    assert torch.equal(ovseg["clip_adapter.clip_model.visual.conv1.weight"], tuned["visual.conv1.weight"])
 
 
 @pytest.mark.parametrize("mode,loss", [("finetune", "contrastive"), ("finetune+mpt", "vocab_ce")])
