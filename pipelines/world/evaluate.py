@@ -1,0 +1,184 @@
+"""Mined pairs against ground truth: pair precision and recall for corpora with COCO instances.
+
+A pair (mask, noun) is *correct* when the noun is a category name of the annotation file and the
+pair's mask has IoU ≥ ``iou_threshold`` with an annotated instance of that category in the same
+image. The mask is rebuilt from the shard: the crop-aligned mask PNG resized back into ``box``
+(nearest neighbour, so a few boundary pixels may move; IoU 0.5 is far from that).
+
+Recall counts (image, category) *opportunities*: the category is annotated in the image and named
+by at least one of its captions (word match on the singular or plural). An opportunity is found
+when at least one correct pair exists for it.
+
+Generic over COCO instance files; the world corpus is one user (``bench/world.py``), any corpus
+whose images carry instance annotations can use it (e.g. a mining run report).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import tarfile
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from .categories import CATEGORIES
+
+__all__ = ["MinedPair", "read_pairs", "pair_mask", "GroundTruth", "mining_quality"]
+
+_WORLD_PLURALS = {c.name: c.plural for c in CATEGORIES}
+
+
+@dataclass
+class MinedPair:
+    """One pair read back from a ``pairs-*.tar`` shard."""
+
+    key: str
+    noun: str
+    meta: dict  # the pair's json (image_id, box, image_size, score, ...)
+    mask: np.ndarray  # bool [S, S], crop-aligned
+
+
+def read_pairs(folder: str | Path) -> Iterator[MinedPair]:
+    """All pairs of the committed shards in ``folder`` (sorted by shard name, then tar order)."""
+    folder = Path(folder)
+    for tar_path in sorted(folder.glob("pairs-*.tar")):
+        if not tar_path.with_name(tar_path.stem + ".stats.json").exists():
+            continue  # not committed
+        samples: dict[str, dict[str, bytes]] = defaultdict(dict)
+        order: list[str] = []
+        with tarfile.open(tar_path) as tf:
+            for member in tf:
+                if not member.isfile():
+                    continue
+                key, ext = member.name.split(".", 1)
+                if key not in samples:
+                    order.append(key)
+                data = tf.extractfile(member)
+                samples[key][ext] = data.read() if data else b""
+        for key in order:
+            s = samples[key]
+            meta = json.loads(s["json"])
+            mask = np.asarray(Image.open(io.BytesIO(s["png"])).convert("L")) > 127
+            yield MinedPair(key, s["txt"].decode("utf-8"), meta, mask)
+
+
+def pair_mask(pair: MinedPair) -> np.ndarray:
+    """The pair's mask in source-image pixels: bool [H, W] (``meta.image_size``)."""
+    h, w = pair.meta["image_size"]
+    x0, y0, x1, y1 = pair.meta["box"]
+    full = np.zeros((h, w), dtype=bool)
+    if x1 <= x0 or y1 <= y0:
+        return full
+    crop = Image.fromarray(pair.mask.astype(np.uint8) * 255).resize((x1 - x0, y1 - y0), Image.NEAREST)
+    full[y0:y1, x0:x1] = np.asarray(crop) > 127
+    return full
+
+
+class GroundTruth:
+    """COCO instances (+ optional captions) indexed by image id."""
+
+    def __init__(self, instances_json: str | Path, captions_json: str | Path | None = None) -> None:
+        inst = json.loads(Path(instances_json).read_text())
+        self.names = {c["id"]: c["name"] for c in inst["categories"]}
+        self.sizes = {im["id"]: (im["height"], im["width"]) for im in inst["images"]}
+        self.anns: dict[int, list[dict]] = defaultdict(list)
+        for a in inst["annotations"]:
+            self.anns[a["image_id"]].append(a)
+        self.captions: dict[int, list[str]] = defaultdict(list)
+        if captions_json is not None:
+            for a in json.loads(Path(captions_json).read_text())["annotations"]:
+                self.captions[a["image_id"]].append(a["caption"])
+        self._masks: dict[int, list[tuple[str, np.ndarray]]] = {}
+
+    def instances(self, image_id: int) -> list[tuple[str, np.ndarray]]:
+        """``[(category name, bool mask [H, W])]`` of one image (decoded once, cached)."""
+        if image_id not in self._masks:
+            h, w = self.sizes[image_id]
+            out = []
+            for a in self.anns.get(image_id, []):
+                seg = a["segmentation"]
+                if isinstance(seg, list):
+                    rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
+                elif isinstance(seg.get("counts"), list):
+                    rle = mask_utils.frPyObjects(seg, h, w)
+                else:
+                    rle = {"size": seg["size"], "counts": seg["counts"].encode() if isinstance(seg["counts"], str) else seg["counts"]}
+                out.append((self.names[a["category_id"]], mask_utils.decode(rle).astype(bool)))
+            self._masks[image_id] = out
+        return self._masks[image_id]
+
+    def named_present(self, image_id: int) -> set[str]:
+        """Categories annotated in the image and named (singular or plural word) in a caption."""
+        present = {self.names[a["category_id"]] for a in self.anns.get(image_id, [])}
+        text = " ".join(self.captions.get(image_id, [])).lower()
+        words = set(re.findall(r"[a-z]+", text))
+        return {n for n in present if n in words or _WORLD_PLURALS.get(n, n + "s") in words}
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    inter = np.logical_and(a, b).sum()
+    union = np.logical_or(a, b).sum()
+    return float(inter / union) if union else 0.0
+
+
+def mining_quality(pairs_folder: str | Path, gt: GroundTruth, iou_threshold: float = 0.5,
+                   image_ids: set[int] | None = None) -> dict:
+    """Precision / recall of the pairs in ``pairs_folder`` against ``gt``.
+
+    Args:
+        image_ids: the images that were mined (recall denominator); None = every image with pairs
+            or annotations in ``gt``.
+
+    Returns:
+        ``{"pairs", "correct", "precision", "recall", "opportunities", "found",
+        "precision_by_kind": {...}, "wrong_reasons": {...}, "pairs_per_noun": {...}}``.
+    """
+    correct = 0
+    n_pairs = 0
+    found: set[tuple[int, str]] = set()
+    reasons: Counter = Counter()
+    per_noun: Counter = Counter()
+    per_noun_ok: Counter = Counter()
+    names = set(gt.names.values())
+    mined_ids: set[int] = set()
+    for pair in read_pairs(pairs_folder):
+        image_id = int(pair.meta["image_id"])
+        mined_ids.add(image_id)
+        n_pairs += 1
+        per_noun[pair.noun] += 1
+        if pair.noun not in names:
+            reasons["noun_not_a_category"] += 1
+            continue
+        insts = [m for n, m in gt.instances(image_id) if n == pair.noun]
+        if not insts:
+            reasons["category_absent_from_image"] += 1
+            continue
+        mask = pair_mask(pair)
+        if max(_iou(mask, m) for m in insts) >= iou_threshold:
+            correct += 1
+            per_noun_ok[pair.noun] += 1
+            found.add((image_id, pair.noun))
+        else:
+            reasons["mask_iou_below_threshold"] += 1
+    ids = image_ids if image_ids is not None else (mined_ids | set(gt.anns))
+    opportunities = {(i, n) for i in ids for n in gt.named_present(i)}
+    kinds = {c.name: c.kind for c in CATEGORIES}
+    by_kind = {}
+    for kind in ("thing", "stuff"):
+        tot = sum(v for n, v in per_noun.items() if kinds.get(n) == kind)
+        ok = sum(v for n, v in per_noun_ok.items() if kinds.get(n) == kind)
+        by_kind[kind] = {"pairs": tot, "precision": ok / tot if tot else float("nan")}
+    return {
+        "pairs": n_pairs, "correct": correct, "precision": correct / n_pairs if n_pairs else float("nan"),
+        "opportunities": len(opportunities), "found": len(found & opportunities),
+        "recall": len(found & opportunities) / len(opportunities) if opportunities else float("nan"),
+        "precision_by_kind": by_kind, "wrong_reasons": dict(reasons),
+        "pairs_per_noun": dict(per_noun.most_common()),
+    }
