@@ -1,0 +1,96 @@
+"""`ray job submit -- python jobs/mine.py` against a real Ray head on 127.0.0.1."""
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import webdataset as wds
+
+from pipelines.shards import committed_units
+from tests.integration.conftest import REPO, child_env
+from tests.integration.processes import kill_session, start_session
+
+pytestmark = pytest.mark.integration
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def ray_env(tmp_path_factory) -> dict[str, str]:
+    """Environment for the head and its clients: token authentication with a token of this test."""
+    token = tmp_path_factory.mktemp("raytoken") / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    return dict(child_env(), RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
+
+
+@pytest.fixture(scope="module")
+def ray_head(tmp_path_factory, ray_env):
+    """A Ray head (GCS + dashboard/job server) on loopback; stops exactly the processes it started."""
+    log_dir = tmp_path_factory.mktemp("rayhead")
+    temp_dir = Path(tempfile.mkdtemp(prefix="ovr-", dir="/tmp"))  # short: Ray's socket paths are length-limited
+    gcs_port, dash_port = _free_port(), _free_port()
+    proc = start_session([RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+                          f"--port={gcs_port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}",
+                          "--num-cpus=2", "--num-gpus=0", f"--temp-dir={temp_dir}", "--disable-usage-stats"],
+                         log_dir / "head.log", ray_env)
+    address = f"http://127.0.0.1:{dash_port}"
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline:
+            ok = subprocess.run([RAY, "job", "list", "--address", address], capture_output=True, env=ray_env)
+            if ok.returncode == 0:
+                break
+            assert proc.poll() is None, (log_dir / "head.log").read_text()[-3000:]
+            time.sleep(2)
+        else:
+            pytest.fail("Ray head did not come up: " + (log_dir / "head.log").read_text()[-3000:])
+        yield address
+    finally:
+        kill_session(proc.pid)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _agent_log(address: str) -> str:
+    logs = sorted(Path("/tmp").glob("ovr-*/session_latest/logs/dashboard_agent.log"))
+    return "\n".join(p.read_text()[-2000:] for p in logs)
+
+
+def test_ray_job_submit_mines_committed_readable_shards(ray_head, ray_env, tmp_path):
+    out = tmp_path / "pairs"
+    cmd = [RAY, "job", "submit", "--address", ray_head, "--working-dir", str(REPO), "--",
+           "python", "jobs/mine.py", "--config", "conf/smoke/mine.yaml", f"output.url={out}",
+           "corpus.images_per_unit=3", "ray.num_actors=2"]
+    deadline = time.time() + 120
+    while True:  # the head's job agent can need a little longer than its HTTP server
+        run = subprocess.run(cmd, capture_output=True, text=True, env=ray_env, timeout=600)
+        if "No available agent" not in run.stderr + run.stdout or time.time() > deadline:
+            break
+        time.sleep(3)
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:] + _agent_log(ray_head)
+    assert "succeeded" in run.stdout
+    stats = committed_units(str(out))
+    assert sorted(stats) == [0, 1, 2, 3]  # 10 images, 3 per unit
+    assert sum(s["images"] for s in stats.values()) == 10
+    sizes = json.loads((out / "sizes.json").read_text())
+    samples = list(wds.WebDataset(sorted(str(p) for p in out.glob("pairs-*.tar")), shardshuffle=False).decode("pil"))
+    assert len(samples) == sum(sizes.values()) == sum(s["pairs"] for s in stats.values()) > 0
+    assert all({"jpg", "png", "txt", "json"} <= set(s) for s in samples)
+    assert len({s["json"]["unit"] for s in samples}) >= 3
+    # two actors did the work, in processes of the cluster, not of the submitting shell
+    assert len({s["worker"] for s in stats.values()}) == 2
+    report = json.loads((out / "report.json").read_text())
+    assert report["totals"]["pairs"] == len(samples)
+    assert (out / "contact_sheet.png").stat().st_size > 1000
