@@ -65,16 +65,16 @@ class SuperpixelProposals:
                 small, scale=scale, sigma=self.sigma, min_size=max(1, int(self.min_size_frac * n_pix))
             )
             lab = torch.from_numpy(labels.astype(np.int64)).flatten()
-            segments.append(F.one_hot(lab).T.bool())  # [S,P]
+            frac = torch.bincount(lab).float() / n_pix  # area fraction per label
+            keep = ((frac >= self.min_area_frac) & (frac <= self.max_area_frac)).nonzero().flatten()
+            segments.append(lab[None] == keep[:, None])  # [S,P] only for labels in the area range
         cand = torch.cat(segments)
-        frac = cand.float().mean(dim=1)
-        cand = cand[(frac >= self.min_area_frac) & (frac <= self.max_area_frac)]
         cand = cand[cand.sum(1).argsort(descending=True, stable=True)]
         kept: list[int] = []
         if len(cand):
-            iou = _mask_iou(cand, cand)
+            iou = _mask_iou(cand, cand).numpy()
             for i in range(len(cand)):
-                if all(iou[i, j] <= self.dedup_iou for j in kept):
+                if not kept or iou[i, kept].max() <= self.dedup_iou:
                     kept.append(i)
                 if len(kept) >= self.max_proposals:
                     break
