@@ -70,9 +70,14 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.train.dist import close_world, init_world
     from pipelines.train.loop import run
 
+    from ovseg.clip import ClipLoadError
+
     world = init_world(cfg.run.device)
     try:
         summary = run(cfg, world, BarReporter() if world.is_main else None)
+    except (ClipLoadError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
     finally:
         close_world()
     if world.is_main:

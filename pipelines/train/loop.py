@@ -60,8 +60,8 @@ def run(cfg: TuneConfig, world: World, reporter: Reporter | None = None) -> dict
     """Tune, evaluate and export; returns the summary (the same on every rank)."""
     out = Path(cfg.run.out_dir)
     torch.manual_seed(cfg.run.seed + world.rank)
+    plan = setup.plan_data(cfg, world)  # fails fast on missing shards
     model, bundle = setup.build_model(cfg, world.device)
-    plan = setup.plan_data(cfg, world)
     use_prompt = cfg.optim.mode != "finetune"
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     optimizer = setup.build_optimizer(model, cfg)
