@@ -140,3 +140,11 @@ def test_bad_samples_are_skipped_and_counted(pairs, tmp_path):
     batches = list(stream([make_source(str(tmp_path))], infinite=False, batch_size=8))
     assert keys_of(batches) == ["ok"]  # what was read before the break is kept
     assert sum(b["skips"].get("shard_error", 0) for b in batches) == 1
+
+
+def test_fsspec_url_source():
+    """A non-local fsspec file system (memory://): listing, sizes.json and reading."""
+    write_synthetic_pairs("memory://pairtest/pairs", n_shards=2, per_shard=5, size=32)
+    source = make_source("memory://pairtest/pairs")
+    assert source.shards[0].startswith("memory://") and source.num_samples == 10
+    assert len(keys_of(stream([source], infinite=False))) == 10
