@@ -3,6 +3,11 @@
 :func:`run` is called in every torchrun process; rank 0 writes checkpoints, TensorBoard scalars,
 exports and ``summary.json``. Console output belongs to the caller: progress is reported through
 a :class:`Reporter` (the job puts a tqdm bar behind it on rank 0).
+
+Resume restores the trainable tensors, optimizer, schedule, step, sample count, every rank's RNG
+state (same world size) and the "before" evaluation. The data stream is infinite and restarts with
+the seed ``run.seed + 7919 * step``: a resumed run sees a fresh shuffle, not the exact sample order
+an uninterrupted run would have seen.
 """
 from __future__ import annotations
 

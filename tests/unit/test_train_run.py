@@ -77,10 +77,12 @@ def test_stop_resume_and_exports(pairs, tmp_path):
     assert torch.equal(ovseg["clip_adapter.clip_model.visual.conv1.weight"], tuned["visual.conv1.weight"])
 
 
-@pytest.mark.parametrize("mode,loss", [("finetune", "contrastive"), ("finetune+mpt", "vocab_ce")])
-def test_finetune_modes(pairs, tmp_path, mode, loss):
+@pytest.mark.parametrize("mode,loss,precision", [("finetune", "contrastive", "fp32"),
+                                                  ("finetune+mpt", "vocab_ce", "bf16")])
+def test_finetune_modes(pairs, tmp_path, mode, loss, precision):
     cfg = config(f"data.urls={pairs / 'mixed'}", f"run.out_dir={tmp_path}", "optim.max_steps=2",
                  f"optim.mode={mode}", f"loss.name={loss}", "optim.lr=1e-4", "optim.weight_decay=0.2",
+                 f"optim.precision={precision}",
                  "optim.grad_accum=2", "data.batch_size=4", "eval.before=false", "eval.max_samples=8")
     summary = run(cfg, init_world("cpu"))
     assert summary["finished"] and summary["global_batch"] == 8
