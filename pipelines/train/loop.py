@@ -61,164 +61,192 @@ def _autocast(cfg: TuneConfig, device: torch.device):
     return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
 
 
-def run(cfg: TuneConfig, world: World, reporter: Reporter | None = None) -> dict[str, Any]:
-    """Tune, evaluate and export; returns the summary (the same on every rank)."""
-    out = Path(cfg.run.out_dir)
-    torch.manual_seed(cfg.run.seed + world.rank)
-    plan = setup.plan_data(cfg, world)  # fails fast on missing shards
-    model, bundle = setup.build_model(cfg, world.device)
-    use_prompt = cfg.optim.mode != "finetune"
-    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
-    optimizer = setup.build_optimizer(model, cfg)
-    schedule = setup.build_schedule(optimizer, cfg.optim.warmup_steps, plan.total_steps)
-    autocast = _autocast(cfg, world.device)
-    train_text = setup.text_cache(bundle, cfg.loss.text_prompt)
-    eval_text = setup.text_cache(bundle, "vild" if cfg.eval.templates == "vild" else "noun")
+class Tuner:
+    """One tuning run in one process; build, then call :meth:`run`."""
 
-    # ---- resume
-    step, samples, results = 0, 0, {}
-    source = {"auto": ckpt.latest_checkpoint(out), "never": None}.get(cfg.run.resume, cfg.run.resume)
-    if source is not None:
+    def __init__(self, cfg: TuneConfig, world: World, reporter: Reporter | None = None) -> None:
+        self.cfg, self.world, self.reporter = cfg, world, reporter
+        self.out = Path(cfg.run.out_dir)
+        torch.manual_seed(cfg.run.seed + world.rank)
+        self.plan = setup.plan_data(cfg, world)  # fails fast on missing shards
+        self.model, self.bundle = setup.build_model(cfg, world.device)
+        self.use_prompt = cfg.optim.mode != "finetune"
+        self.trainable = {n: p for n, p in self.model.named_parameters() if p.requires_grad}
+        self.optimizer = setup.build_optimizer(self.model, cfg)
+        self.schedule = setup.build_schedule(self.optimizer, cfg.optim.warmup_steps, self.plan.total_steps)
+        self.autocast = _autocast(cfg, world.device)
+        self.train_text = setup.text_cache(self.bundle, cfg.loss.text_prompt)
+        self.eval_text = setup.text_cache(self.bundle, "vild" if cfg.eval.templates == "vild" else "noun")
+        self.step, self.samples, self.results = 0, 0, {}
+        self.skips: collections.Counter = collections.Counter()
+        self.writer = None
+        if world.is_main and cfg.run.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(self.out / "tensorboard"))
+
+    # ---------------------------------------------------------------- state
+    def resume(self) -> None:
+        """Load ``run.resume`` (``auto``: the latest checkpoint in ``out_dir``, if any)."""
+        resume = self.cfg.run.resume
+        source = {"auto": ckpt.latest_checkpoint(self.out), "never": None}.get(resume, resume)
+        if source is None:
+            return
         state = ckpt.load_checkpoint(source)
-        missing = set(trainable) - set(state["trainable"])
+        missing = set(self.trainable) - set(state["trainable"])
         if missing:
             raise ValueError(f"{source} lacks trainable tensors {sorted(missing)[:3]} (mode changed?)")
         with torch.no_grad():
             for name, value in state["trainable"].items():
-                trainable[name].copy_(value)
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["scheduler"])
-        step, samples, results = state["step"], state["samples"], dict(state.get("results", {}))
-        if state.get("world_size") == world.size:
-            ckpt.set_rng_state(state["rng"][world.rank])
+                self.trainable[name].copy_(value)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.schedule.load_state_dict(state["scheduler"])
+        self.step, self.samples = state["step"], state["samples"]
+        self.results = dict(state.get("results", {}))
+        if state.get("world_size") == self.world.size:
+            ckpt.set_rng_state(state["rng"][self.world.rank])
         else:
-            log.warning("world size changed (%s -> %d): RNG state not restored", state.get("world_size"), world.size)
-        log.info("resumed from %s at step %d", source, step)
-    resumed_from = step
+            log.warning("world size changed (%s -> %d): RNG state not restored",
+                        state.get("world_size"), self.world.size)
+        log.info("resumed from %s at step %d", source, self.step)
 
-    writer = None
-    if world.is_main and cfg.run.tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
+    def save(self) -> None:
+        """Checkpoint (rank 0 writes; every rank contributes its RNG state)."""
+        rng = all_gather_objects(ckpt.rng_state(), self.world)
+        if self.world.is_main:
+            state = {"format": ckpt.FORMAT, "step": self.step, "samples": self.samples,
+                     "trainable": {n: p.detach().cpu() for n, p in self.trainable.items()},
+                     "optimizer": self.optimizer.state_dict(), "scheduler": self.schedule.state_dict(),
+                     "rng": rng, "world_size": self.world.size, "config": as_dict(self.cfg),
+                     "results": self.results}
+            ckpt.save_atomic(state, ckpt.checkpoint_path(self.out, self.step))
+            ckpt.prune(self.out, self.cfg.run.keep_last)
+        barrier(self.world)
 
-        writer = SummaryWriter(str(out / "tensorboard"))
-
-    def evaluate(use: bool) -> dict[str, float] | None:
-        stream = setup.eval_stream(cfg, plan, bundle, world)
+    def evaluate(self, use_prompt: bool) -> dict[str, float] | None:
+        stream = setup.eval_stream(self.cfg, self.plan, self.bundle, self.world)
         if stream is None:
             return None
-        return crop_accuracy(model, make_loader(stream, cfg.data.workers), lambda v: eval_text.embed(v), world,
-                             use_prompt=use, max_samples=cfg.eval.max_samples, autocast=autocast)
+        return crop_accuracy(self.model, make_loader(stream, self.cfg.data.workers), self.eval_text.embed,
+                             self.world, use_prompt=use_prompt, max_samples=self.cfg.eval.max_samples,
+                             autocast=self.autocast)
 
-    if cfg.eval.before and "eval_before" not in results:
-        results["eval_before"] = evaluate(use=False)
+    # ---------------------------------------------------------------- training
+    def _micro_step(self, net: nn.Module, batch: dict, sync: bool) -> tuple[float, float]:
+        """Forward + backward of one micro-batch; returns (loss, accuracy) of this process."""
+        cfg, world = self.cfg, self.world
+        images = batch["images"].to(world.device, non_blocking=True)
+        masks = batch["masks"].to(world.device, non_blocking=True)
+        with (contextlib.nullcontext() if sync else net.no_sync()):
+            with self.autocast():
+                feats, logit_scale = net(images, masks)
+            all_nouns = [n for part in all_gather_objects(batch["nouns"], world) for n in part]
+            if cfg.loss.name == "vocab_ce":
+                vocab = sorted(set(all_nouns))
+                loss, acc = vocab_ce_loss(feats, batch["nouns"], vocab, self.train_text.embed(vocab), logit_scale)
+            else:
+                loss, acc = contrastive_loss(gather_with_local_grad(feats.float(), world),
+                                             self.train_text.embed(all_nouns), logit_scale)
+            (loss / cfg.optim.grad_accum).backward()
+        return float(loss.detach()), float(acc)
 
-    # ---- train
-    net: nn.Module = _Forward(model, use_prompt)
-    if world.distributed and trainable:
-        net = DistributedDataParallel(net, device_ids=[world.device.index] if world.device.type == "cuda" else None)
-    stream = setup.train_stream(cfg, plan, bundle, world, seed=cfg.run.seed + 7919 * step)
-    batches = iter(make_loader(stream, cfg.data.workers))
-    stop = min(plan.total_steps, cfg.run.stop_at or plan.total_steps)
-    skips: collections.Counter = collections.Counter()
-    first_loss = last_loss = None
-    history: list[float] = []
-    train_seconds, trained_samples = 0.0, 0
-    if reporter:
-        reporter.start(stop, step)
+    def train(self) -> dict[str, Any]:
+        """Optimizer steps from ``self.step`` to the end or ``run.stop_at``; returns loss stats."""
+        cfg, world = self.cfg, self.world
+        net: nn.Module = _Forward(self.model, self.use_prompt)
+        ddp = world.distributed and bool(self.trainable)
+        if ddp:
+            net = DistributedDataParallel(net, device_ids=[world.device.index] if world.device.type == "cuda" else None)
+        stream = setup.train_stream(cfg, self.plan, self.bundle, world, seed=cfg.run.seed + 7919 * self.step)
+        batches = iter(make_loader(stream, cfg.data.workers))
+        stop = min(self.plan.total_steps, cfg.run.stop_at or self.plan.total_steps)
+        history: list[float] = []
+        seconds = 0.0
+        if self.reporter:
+            self.reporter.start(stop, self.step)
+        while self.step < stop:
+            t0 = time.perf_counter()
+            lr = self.schedule.get_last_lr()[0]
+            loss_sum = acc_sum = 0.0
+            for micro in range(cfg.optim.grad_accum):
+                batch = next(batches)
+                self.skips.update(batch["skips"])
+                loss, acc = self._micro_step(net, batch, sync=not ddp or micro == cfg.optim.grad_accum - 1)
+                loss_sum, acc_sum = loss_sum + loss, acc_sum + acc
+            if cfg.optim.grad_clip:
+                torch.nn.utils.clip_grad_norm_(list(self.trainable.values()), cfg.optim.grad_clip)
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            self.schedule.step()
+            with torch.no_grad():
+                self.model.logit_scale.clamp_(0, math.log(100))  # OVSeg / CLIP clamp
+            self.step += 1
+            self.samples += self.plan.global_batch
+            seconds += time.perf_counter() - t0
+            loss, acc = (v / cfg.optim.grad_accum / world.size for v in all_sum([loss_sum, acc_sum], world))
+            history.append(loss)
+            metrics = {"loss": loss, "acc": acc, "lr": lr,
+                       "logit_scale": float(self.model.logit_scale.detach().exp()),
+                       "samples_per_s": len(history) * self.plan.global_batch / max(seconds, 1e-9)}
+            self._log(metrics, stop)
+            if cfg.eval.every_steps and self.step % cfg.eval.every_steps == 0 and self.step < stop:
+                result = self.results[f"eval_step_{self.step}"] = self.evaluate(self.use_prompt)
+                if self.writer and result:
+                    self.writer.add_scalar("eval/top1", result["top1"], self.step)
+            if self.step % cfg.run.save_every == 0 or self.step == stop:
+                self.save()
+        if self.reporter:
+            self.reporter.close()
+        del batches  # stops the loader's worker processes
+        return {"loss_history": history, "first_loss": history[0] if history else None,
+                "last_loss": history[-1] if history else None, "train_seconds": seconds,
+                "samples_per_s": len(history) * self.plan.global_batch / max(seconds, 1e-9)}
 
-    def save() -> None:
-        rng = all_gather_objects(ckpt.rng_state(), world)
-        if world.is_main:
-            state = {"format": ckpt.FORMAT, "step": step, "samples": samples,
-                     "trainable": {n: p.detach().cpu() for n, p in trainable.items()},
-                     "optimizer": optimizer.state_dict(), "scheduler": schedule.state_dict(),
-                     "rng": rng, "world_size": world.size, "config": as_dict(cfg), "results": results}
-            ckpt.save_atomic(state, ckpt.checkpoint_path(out, step))
-            ckpt.prune(out, cfg.run.keep_last)
-        barrier(world)
-
-    while step < stop:
-        t0 = time.perf_counter()
-        loss_sum = acc_sum = 0.0
-        for micro in range(cfg.optim.grad_accum):
-            batch = next(batches)
-            skips.update(batch["skips"])
-            images = batch["images"].to(world.device, non_blocking=True)
-            masks = batch["masks"].to(world.device, non_blocking=True)
-            sync = micro == cfg.optim.grad_accum - 1 or not isinstance(net, DistributedDataParallel)
-            with (contextlib.nullcontext() if sync else net.no_sync()):
-                with autocast():
-                    feats, logit_scale = net(images, masks)
-                all_nouns = [n for part in all_gather_objects(batch["nouns"], world) for n in part]
-                if cfg.loss.name == "vocab_ce":
-                    vocab = sorted(set(all_nouns))
-                    loss, acc = vocab_ce_loss(feats, batch["nouns"], vocab, train_text.embed(vocab), logit_scale)
-                else:
-                    loss, acc = contrastive_loss(gather_with_local_grad(feats.float(), world),
-                                                 train_text.embed(all_nouns), logit_scale)
-                (loss / cfg.optim.grad_accum).backward()
-            loss_sum += float(loss.detach())
-            acc_sum += float(acc)
-        if cfg.optim.grad_clip:
-            torch.nn.utils.clip_grad_norm_(list(trainable.values()), cfg.optim.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        schedule.step()
-        with torch.no_grad():
-            model.logit_scale.clamp_(0, math.log(100))  # OVSeg / CLIP clamp
-        step += 1
-        samples += plan.global_batch
-        train_seconds += time.perf_counter() - t0
-        trained_samples += plan.global_batch
-        loss_avg, acc_avg = (v / cfg.optim.grad_accum / world.size
-                             for v in all_sum([loss_sum, acc_sum], world))
-        first_loss = loss_avg if first_loss is None else first_loss
-        last_loss = loss_avg
-        history.append(loss_avg)
-        metrics = {"loss": loss_avg, "acc": acc_avg, "lr": schedule.get_last_lr()[0],
-                   "logit_scale": float(model.logit_scale.detach().exp()),
-                   "samples_per_s": trained_samples / max(train_seconds, 1e-9)}
-        if writer and (step % cfg.run.log_every == 0 or step == stop):
+    def _log(self, metrics: dict[str, float], stop: int) -> None:
+        if self.writer and (self.step % self.cfg.run.log_every == 0 or self.step == stop):
             for key, value in metrics.items():
-                writer.add_scalar(f"train/{key}", value, step)
-        if reporter:
-            reporter.step(step, metrics)
-        if cfg.eval.every_steps and step % cfg.eval.every_steps == 0 and step < stop:
-            results[f"eval_step_{step}"] = evaluate(use=use_prompt)
-            if writer:
-                writer.add_scalar("eval/top1", results[f"eval_step_{step}"]["top1"], step)
-        if step % cfg.run.save_every == 0 or step == stop:
-            save()
-    if reporter:
-        reporter.close()
-    del batches  # stops the loader's worker processes
+                self.writer.add_scalar(f"train/{key}", value, self.step)
+        if self.reporter:
+            self.reporter.step(self.step, metrics)
 
-    # ---- evaluate after, export, summary
-    finished = step >= plan.total_steps
-    if finished:
-        results["eval_after"] = evaluate(use=use_prompt)
-    exports = export(cfg, model, out) if finished and world.is_main else {}
-    skip_total = collections.Counter()
-    for part in all_gather_objects(dict(skips), world):
-        skip_total.update(part)
-    summary = {
-        "mode": cfg.optim.mode, "loss_name": cfg.loss.name, "clip": f"{cfg.clip.model}/{cfg.clip.pretrained or cfg.clip.checkpoint}",
-        "world_size": world.size, "device": str(world.device), "resumed_from_step": resumed_from,
-        "step": step, "total_steps": plan.total_steps, "finished": finished,
-        "samples_seen": samples, "global_batch": plan.global_batch, "steps_per_epoch": plan.steps_per_epoch,
-        "first_loss": first_loss, "last_loss": last_loss, "loss_history": history,
-        "train_seconds": train_seconds, "samples_per_s": trained_samples / max(train_seconds, 1e-9),
-        "skipped": dict(skip_total), "checkpoint": str(ckpt.latest_checkpoint(out)),
-        "exports": exports, **results,
-    }
-    if world.is_main:
-        if writer:
-            for key in ("eval_before", "eval_after"):
-                if summary.get(key):
-                    writer.add_scalar(f"eval/{key}_top1", summary[key]["top1"], step)
-            writer.close()
-        (out / "summary.json").write_text(json.dumps(summary, indent=1))
-    return summary
+    # ---------------------------------------------------------------- the run
+    def run(self) -> dict[str, Any]:
+        """Resume, evaluate before, train, evaluate after, export; returns the summary."""
+        cfg, world = self.cfg, self.world
+        self.resume()
+        resumed_from = self.step
+        if cfg.eval.before and "eval_before" not in self.results:
+            self.results["eval_before"] = self.evaluate(use_prompt=False)
+        stats = self.train()
+        finished = self.step >= self.plan.total_steps
+        if finished:
+            self.results["eval_after"] = self.evaluate(self.use_prompt)
+        exports = export(cfg, self.model, self.out) if finished and world.is_main else {}
+        skips: collections.Counter = collections.Counter()
+        for part in all_gather_objects(dict(self.skips), world):
+            skips.update(part)
+        summary = {
+            "mode": cfg.optim.mode, "loss_name": cfg.loss.name,
+            "clip": f"{cfg.clip.model}/{cfg.clip.pretrained or cfg.clip.checkpoint}",
+            "world_size": world.size, "device": str(world.device), "resumed_from_step": resumed_from,
+            "step": self.step, "total_steps": self.plan.total_steps, "finished": finished,
+            "samples_seen": self.samples, "global_batch": self.plan.global_batch,
+            "steps_per_epoch": self.plan.steps_per_epoch, **stats, "skipped": dict(skips),
+            "checkpoint": str(ckpt.latest_checkpoint(self.out)), "exports": exports, **self.results,
+        }
+        if world.is_main:
+            if self.writer:
+                for key in ("eval_before", "eval_after"):
+                    if summary.get(key):
+                        self.writer.add_scalar(f"eval/{key}_top1", summary[key]["top1"], self.step)
+                self.writer.close()
+            (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
+        return summary
+
+
+def run(cfg: TuneConfig, world: World, reporter: Reporter | None = None) -> dict[str, Any]:
+    """Tune, evaluate and export; returns the summary (the same on every rank)."""
+    return Tuner(cfg, world, reporter).run()
 
 
 def export(cfg: TuneConfig, model: nn.Module, out: Path) -> dict[str, str]:

@@ -82,10 +82,11 @@ def test_stop_resume_and_exports(pairs, tmp_path):
 def test_finetune_modes(pairs, tmp_path, mode, loss, precision):
     cfg = config(f"data.urls={pairs / 'mixed'}", f"run.out_dir={tmp_path}", "optim.max_steps=2",
                  f"optim.mode={mode}", f"loss.name={loss}", "optim.lr=1e-4", "optim.weight_decay=0.2",
-                 f"optim.precision={precision}",
+                 f"optim.precision={precision}", "eval.every_steps=1",
                  "optim.grad_accum=2", "data.batch_size=4", "eval.before=false", "eval.max_samples=8")
     summary = run(cfg, init_world("cpu"))
     assert summary["finished"] and summary["global_batch"] == 8
+    assert summary["eval_step_1"]["samples"] > 0 and "eval_step_2" not in summary  # step 2 = after
     trained = ckpt.load_checkpoint(ckpt.latest_checkpoint(tmp_path))["trainable"]
     assert "clip.visual.conv1.weight" in trained and not any(k.startswith("clip.transformer") for k in trained)
     assert ("prompt.mask_embedding" in trained) == (mode == "finetune+mpt")
