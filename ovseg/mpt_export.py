@@ -117,15 +117,19 @@ def build_prompted_clip(export: PromptExport, clip_model: torch.nn.Module) -> Ma
     return model
 
 
-def load_prompted_clip(path: str | Path, loader: Callable[..., Any], device: str = "cpu") -> tuple[MaskPromptCLIP, Any]:
-    """Rebuild CLIP + prompt from a prompt file.
+def load_prompted_clip(
+    path: str | Path, loader: Callable[..., Any] | None = None, device: str = "cpu"
+) -> tuple[MaskPromptCLIP, Any]:
+    """Rebuild CLIP + prompt from a prompt file: ``model, bundle = load_prompted_clip("mpt_prompt.pt")``.
 
     Args:
-        loader: ``ovseg.clip.load_clip``-like ``(name, pretrained=, checkpoint=, device=) -> bundle``.
+        loader: ``(name, pretrained=, checkpoint=, device=) -> bundle``; default ``ovseg.clip.load_clip``.
 
     Returns:
         the prompted model and the bundle (tokenizer, mean/std, ...).
     """
+    if loader is None:
+        from ovseg.clip import load_clip as loader
     export = load_prompt(path)
     checkpoint = export.clip_checkpoint
     if checkpoint is not None and not Path(checkpoint).is_absolute():

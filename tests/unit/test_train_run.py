@@ -67,7 +67,7 @@ def test_stop_resume_and_exports(pairs, tmp_path):
     assert torch.equal(prompt.mask_embedding, final["trainable"]["prompt.mask_embedding"])
     assert prompt.clip_model == "ovseg-tiny-vit" and prompt.depth == 2 and prompt.image_size == 64
     # random-init CLIP: its weights travel with the export, so the prompt file rebuilds the model
-    model, bundle = mpt_export.load_prompted_clip(second["exports"]["prompt"], load_clip)
+    model, bundle = mpt_export.load_prompted_clip(second["exports"]["prompt"])
     assert prompt.clip_checkpoint == "clip_weights.pt"
     assert torch.equal(model.mask_embedding, prompt.mask_embedding)
     tuned = torch.load(tmp_path / "export" / "clip_weights.pt", weights_only=True)
