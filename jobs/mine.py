@@ -53,7 +53,14 @@ def main(argv: list[str] | None = None) -> int:
         bar.set_postfix(images=totals["images"], pairs=totals["pairs"])
         bar.update(1)
 
-    result = run_mining(cfg, on_unit)
+    from pipelines.ray_runner import ActorStartError
+
+    try:
+        result = run_mining(cfg, on_unit)
+    except ActorStartError as err:
+        bar.close()
+        print(f"error: {err}", file=sys.stderr)
+        return 3
     bar.close()
     report = None
     if cfg.output.report:

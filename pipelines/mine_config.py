@@ -6,6 +6,7 @@ before any work starts, naming the key.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Optional
 
 from pipelines.config import check
@@ -25,6 +26,8 @@ class ClipSection:
         check(self.batch_size > 0, prefix + "batch_size", "must be > 0")
         check(self.precision in ("fp32", "bf16", "fp16"), prefix + "precision", "fp32 | bf16 | fp16")
         check(self.templates in ("vild", "single"), prefix + "templates", "vild | single")
+        if self.checkpoint and "://" not in self.checkpoint:
+            check(Path(self.checkpoint).exists(), prefix + "checkpoint", f"file not found: {self.checkpoint}")
 
 
 @dataclass

@@ -26,6 +26,10 @@ from pipelines.shards import committed_units, write_sizes
 log = logging.getLogger(__name__)
 
 
+class ActorStartError(RuntimeError):
+    """The mining actors could not build their models (bad weights path, missing package, ...)."""
+
+
 class MiningActor:
     """A Ray actor around :class:`pipelines.mining.UnitMiner` (models built once per actor)."""
 
@@ -111,7 +115,12 @@ def _dispatch(cfg: MineConfig, todo: list[WorkUnit], result: RunResult, on_unit)
     )
     n_actors = min(cfg.ray.num_actors, len(todo))
     actors = [actor_cls.remote(cfg, logging.getLogger().level) for _ in range(n_actors)]
-    ray.get([a.ready.remote() for a in actors])
+    try:
+        ray.get([a.ready.remote() for a in actors])
+    except ray.exceptions.RayActorError as err:
+        cause = getattr(err, "error_msg", None) or str(err)
+        last = [line for line in cause.splitlines() if line.strip()][-1:]
+        raise ActorStartError(f"mining actors could not start: {last[0] if last else cause}") from None
     result.model_ready_seconds = time.time() - started
     attempts: dict[int, int] = {}
     queue = list(reversed(todo))

@@ -56,3 +56,39 @@ def test_killed_run_resumes_to_the_same_pairs(repeated_sample, tmp_path):
         assert after[index]["worker"] == stats["worker"]
     assert _pairs(resumed) == _pairs(full)
     assert not list(resumed.glob("*.tmp"))
+
+
+def _actor_pids(sid: int) -> list[int]:
+    from tests.integration.processes import session_pids
+
+    pids = []
+    for pid in session_pids(sid):
+        try:
+            if open(f"/proc/{pid}/cmdline", "rb").read().startswith(b"ray::MiningActor"):
+                pids.append(pid)
+        except OSError:
+            pass
+    return pids
+
+
+def test_a_killed_actor_is_restarted_and_its_unit_retried(repeated_sample, tmp_path):
+    import os
+    import signal
+
+    out = tmp_path / "pairs"
+    proc = start_session(mine_cmd(*_overrides(repeated_sample, out)), tmp_path / "run.log", child_env(), str(REPO))
+    try:
+        deadline = time.time() + 300
+        while len(committed_units(str(out))) < 2 and time.time() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        victims = _actor_pids(proc.pid)
+        assert victims, "no mining actor process found"
+        os.kill(victims[0], signal.SIGKILL)
+        proc.wait(timeout=600)
+    finally:
+        kill_session(proc.pid)
+    log = (tmp_path / "run.log").read_text()
+    assert proc.returncode == 0, log[-3000:]
+    assert len(committed_units(str(out))) == UNITS
+    assert "0 failed" in log
+    assert len({s["worker"] for s in committed_units(str(out)).values()}) == 2  # the restarted actor is a new process
