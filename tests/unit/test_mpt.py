@@ -185,3 +185,33 @@ def test_bad_arguments():
     assert prompt.mask_embedding.abs().sum() == 0
     with pytest.raises(ValueError):
         prompt(model.visual, torch.randn(1, 3, 32, 32), torch.ones(1, 16, 16, dtype=torch.bool))
+
+
+@pytest.mark.parametrize("name", ["ViT-B-16", "ViT-L-14", "ViT-L-14-336", "ViT-H-14", "coca_ViT-B-32",
+                                  "ViT-B-16-quickgelu"])
+def test_open_clip_named_configs(name):
+    """Real open_clip geometries (blocks cut to 2 to stay small): all-ones mask equals plain, and
+    the prompt has OVSeg's [depth, grid², width] shape."""
+    import open_clip
+    from open_clip.model import _build_vision_tower
+
+    cfg = open_clip.get_model_config(name)
+    vision = dict(cfg["vision_cfg"], layers=2)
+    torch.manual_seed(0)
+    visual = _build_vision_tower(cfg["embed_dim"], vision, quick_gelu=cfg.get("quick_gelu", False)).eval()
+    prompt = MaskPrompt(visual, depth=2)
+    size, patch = vision["image_size"], vision["patch_size"]
+    assert prompt.mask_embedding.shape == (2, (size // patch) ** 2, vision["width"])
+    images = torch.randn(1, 3, size, size)
+    with torch.no_grad():
+        plain = visual(images)
+        plain = plain[0] if isinstance(plain, tuple) else plain
+        ones = prompt(visual, images, torch.ones(1, size, size, dtype=torch.bool))
+    assert torch.allclose(ones, plain, atol=1e-5, rtol=0)
+
+
+def test_non_vit_tower_is_refused():
+    from open_clip.modified_resnet import ModifiedResNet
+
+    with pytest.raises(TypeError):
+        MaskPrompt(ModifiedResNet(layers=(1, 1, 1, 1), output_dim=32, heads=2, image_size=64, width=16))
