@@ -82,3 +82,55 @@ def test_mining_is_deterministic_and_crop_size_is_configurable(corpus, tmp_path)
     assert first == read(tmp_path / "b")
     img = next(iter(wds.WebDataset(shard_url(str(tmp_path / "a"), 0), shardshuffle=False).decode("pil")))
     assert img["jpg"].size == (32, 32)
+
+
+def _jpeg(array) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="JPEG")
+    return buf.getvalue()
+
+
+def test_webdataset_corpus_with_bad_samples(tmp_path):
+    import tarfile
+
+    tar_path = tmp_path / "shard-00000.tar"
+    members = [
+        ("a.jpg", _jpeg(skimage.data.chelsea())), ("a.txt", b"a cat on a carpet"),
+        ("b.jpg", b""), ("b.txt", b"a dog"),  # zero-byte image
+        ("c.jpg", _jpeg(skimage.data.coffee())), ("c.txt", b"\xff\xfe a cup \xff"),  # caption not UTF-8
+        ("d.jpg", _jpeg(skimage.data.astronaut())), ("d.txt", b"an astronaut next to a flag"),
+    ]
+    with tarfile.open(tar_path, "w") as tar:
+        for name, data in members:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    out = tmp_path / "pairs"
+    cfg = load_config(MineConfig, "conf/smoke/mine.yaml", ["corpus.format=webdataset", f"corpus.url={tar_path}",
+                                                           f"output.url={out}"])
+    miner = UnitMiner(cfg)
+    [unit] = miner.reader.plan_units()
+    stats = miner.mine_unit(unit)
+    assert stats["images"] == 4
+    assert stats["skipped"] == {"zero_byte": 1, "caption_not_utf8": 1, "no_captions": 1}
+    nouns = {s["txt"].decode() for s in wds.WebDataset(shard_url(str(out), 0), shardshuffle=False)}
+    assert {"cat", "carpet", "astronaut", "flag"} <= nouns and "cup" not in nouns
+
+
+def test_parquet_corpus_with_bytes_column(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({"image": [_jpeg(skimage.data.chelsea()), b"junk"],
+                      "caption": ["a ginger cat on a carpet", "a dog"], "key": ["cat1", "bad1"]})
+    pq.write_table(table, tmp_path / "part-0.parquet")
+    out = tmp_path / "pairs"
+    cfg = load_config(MineConfig, "conf/smoke/mine.yaml", ["corpus.format=parquet", f"corpus.url={tmp_path}/part-0.parquet",
+                                                           "corpus.key_column=key", f"output.url={out}"])
+    miner = UnitMiner(cfg)
+    [unit] = miner.reader.plan_units()
+    stats = miner.mine_unit(unit)
+    assert stats["images"] == 2 and stats["skipped"] == {"corrupt_image": 1}
+    samples = list(wds.WebDataset(shard_url(str(out), 0), shardshuffle=False).decode())
+    assert {s["txt"] for s in samples} == {"ginger cat", "carpet"}
+    assert all(s["json"]["image_key"] == "cat1" for s in samples)
