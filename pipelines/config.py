@@ -68,6 +68,8 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequ
         key = getattr(err, "full_key", None) or "?"
         msg = str(err).splitlines()[0]
         raise ConfigError(f"config key '{key}': {msg}") from None
+    except TypeError as err:  # e.g. an override that indexes into a list of structured configs
+        raise ConfigError(f"config overrides {list(overrides)}: {err}") from None
     _validate_tree(obj)
     return obj  # type: ignore[return-value]
 

@@ -46,3 +46,10 @@ def test_missing_file_and_malformed_override():
         load_config(MineConfig, "conf/nope.yaml")
     with pytest.raises(ConfigError, match="key.sub=value"):
         load_config(MineConfig, None, ["ray.num_actors"])
+
+
+def test_list_index_override_into_structured_list_is_a_config_error():
+    from pipelines.train.config import TuneConfig
+
+    with pytest.raises(ConfigError, match="data.sources.0.urls"):
+        load_config(TuneConfig, "conf/smoke/tune_mpt.yaml", ["data.sources.0.urls=x"])
