@@ -1,6 +1,6 @@
 """The paper's story, measured in the procedural world — one command, one table, one JSON.
 
-    python bench/world.py                      # ~15-25 min on 2 CPU cores
+    python bench/world.py                      # ~15-30 min on 2 (shared) CPU cores
     python bench/world.py --train 300 --val 60 --tune-steps 60 --no-finetune   # reduced (tests)
 
 1. World corpus (seed, sizes fixed up front) under --world: COCO captions+instances, semseg val.
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -35,7 +36,8 @@ sys.path.insert(0, str(ROOT))
 from ovseg.clip import TextEmbeddingCache, load_clip  # noqa: E402
 from ovseg.metrics import ConfusionMatrix  # noqa: E402
 from ovseg.proposals import build_proposals  # noqa: E402
-from ovseg.segment import classify_masks, paint_label_map  # noqa: E402
+from ovseg.crops import MaskedCrops, masked_crops
+from ovseg.segment import classify_crops, paint_label_map  # noqa: E402
 from pipelines.world.categories import CATEGORIES, IGNORE_LABEL, NAMES  # noqa: E402
 from pipelines.world.evaluate import GroundTruth, mining_quality  # noqa: E402
 from pipelines.world.generate import generate_split, image_id_of  # noqa: E402
@@ -61,8 +63,9 @@ def ensure_world(world: Path, seed: int, n_train: int, n_val: int) -> None:
 
 def run_job(args: list[str], log_path: Path) -> None:
     """Run a job script with this interpreter; its console output goes to ``log_path``."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
     with open(log_path, "w") as log:
-        proc = subprocess.run([sys.executable, *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        proc = subprocess.run([sys.executable, *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(args[:1])} failed (exit {proc.returncode}); see {log_path}")
 
@@ -101,8 +104,8 @@ class Model:
         self.temperature = temperature
         self.text = TextEmbeddingCache(bundle).embed(list(NAMES))
 
-    def probs(self, image: torch.Tensor, masks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return classify_masks(self.bundle, image, masks, self.text, self.prompt, self.temperature)
+    def probs(self, crops: MaskedCrops) -> tuple[torch.Tensor, torch.Tensor]:
+        return classify_crops(self.bundle, crops, self.text, self.prompt, self.temperature)
 
 
 def load_models(checkpoint: Path, mpt: dict | None, ft: dict | None) -> list[Model]:
@@ -149,7 +152,7 @@ def evaluate(world: Path, n_val: int, models: list[Model]) -> dict:
         key = f"{iid:012d}"
         img = np.asarray(Image.open(world / f"semseg/images/val/{key}.jpg").convert("RGB"))
         label = torch.from_numpy(np.asarray(Image.open(world / f"semseg/annotations/val/{key}.png")).astype(np.int64))
-        image_t = torch.from_numpy(img).permute(2, 0, 1)
+        image_t = torch.from_numpy(img.copy()).permute(2, 0, 1)
         insts = gt.instances(iid)
         gt_masks = torch.from_numpy(np.stack([m for _, m in insts]))
         gt_cls = torch.tensor([name_to_id[n] for n, _ in insts])
@@ -158,8 +161,10 @@ def evaluate(world: Path, n_val: int, models: list[Model]) -> dict:
         n_props += props.shape[0]
         oracle = majority_labels(props, label, c)
         cms["oracle_classes"].update(paint_label_map(props, oracle), label)
+        size = models[0].bundle.image_size
+        gt_crops, prop_crops = masked_crops(image_t, gt_masks, size), masked_crops(image_t, props, size)
         for m in models:
-            p_gt, valid = m.probs(image_t, gt_masks)
+            p_gt, valid = m.probs(gt_crops)
             ok = (p_gt.argmax(1) == gt_cls) & valid
             crop_hits[m.name][0] += int(ok.sum())
             crop_hits[m.name][1] += int(valid.sum())
@@ -167,7 +172,7 @@ def evaluate(world: Path, n_val: int, models: list[Model]) -> dict:
                 crop_hits_kind[m.name][k][0] += int(o)
                 crop_hits_kind[m.name][k][1] += int(v)
             cms[f"gt_masks/{m.name}"].update(paint_label_map(gt_masks, p_gt), label)
-            p_sp, _ = m.probs(image_t, props)
+            p_sp, _ = m.probs(prop_crops)
             cms[f"two_stage/{m.name}"].update(paint_label_map(props, p_sp), label)
     res = {"val_images": n_val, "proposals_per_image": n_props / max(n_val, 1), "models": {}}
     for m in models:
@@ -191,9 +196,9 @@ def _ratio(hits: list[int]) -> float:
 def table(result: dict) -> str:
     """The result as a plain-text table."""
     lines = ["== mining (world CLIP, no score threshold) =="]
-    lines.append(f"{'proposals':<12}{'pairs':>8}{'precision':>11}{'recall':>9}{'prec.thing':>12}{'prec.stuff':>12}")
+    lines.append(f"{'proposals':<22}{'pairs':>8}{'precision':>11}{'recall':>9}{'prec.thing':>12}{'prec.stuff':>12}")
     for backend, q in result["mining"].items():
-        lines.append(f"{backend:<12}{q['pairs']:>8}{q['precision']:>11.3f}{q['recall']:>9.3f}"
+        lines.append(f"{backend:<22}{q['pairs']:>8}{q['precision']:>11.3f}{q['recall']:>9.3f}"
                      f"{q['precision_by_kind']['thing']['precision']:>12.3f}{q['precision_by_kind']['stuff']['precision']:>12.3f}")
     ev = result["eval"]
     lines.append(f"\n== held-out val ({ev['val_images']} images, {ev['crops']} GT masks, "
@@ -213,12 +218,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--json", type=Path, default=None, help="default: <out>/world_bench.json")
     ap.add_argument("--checkpoint", type=Path, default=CHECKPOINT, help="world CLIP weights")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--train", type=int, default=2000)
-    ap.add_argument("--val", type=int, default=300)
-    ap.add_argument("--units", type=int, default=250, help="images per mining unit")
+    ap.add_argument("--train", type=int, default=800, help="images mined")
+    ap.add_argument("--val", type=int, default=150, help="held-out images evaluated")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads here and in the jobs")
+    ap.add_argument("--units", type=int, default=200, help="images per mining unit")
     ap.add_argument("--tune-steps", type=int, default=None, help="optimizer steps (default: conf epochs)")
     ap.add_argument("--no-finetune", action="store_true", help="skip the full fine-tuning run")
     args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
     t0 = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
     timings = {}
@@ -232,6 +240,7 @@ def main(argv: list[str] | None = None) -> dict:
         t = time.time()
         pairs[backend] = mine(args.world, args.out, backend, args.units, args.checkpoint)
         mining[backend] = mining_quality(pairs[backend], gt, image_ids=train_ids)
+        mining[f"{backend}, margin>=0"] = mining_quality(pairs[backend], gt, image_ids=train_ids, min_margin=0.0)
         timings[f"mine_{backend}"] = time.time() - t
         print(f"mined {backend}: {mining[backend]['pairs']} pairs, precision {mining[backend]['precision']:.3f}",
               flush=True)

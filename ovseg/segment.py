@@ -19,13 +19,46 @@ import torch
 import torch.nn.functional as F
 
 from ovseg.clip import ClipBundle
-from ovseg.crops import masked_crops, normalize
+from ovseg.crops import MaskedCrops, masked_crops, normalize
 
 log = logging.getLogger(__name__)
 
-__all__ = ["classify_masks", "ensemble_probs", "paint_label_map", "SegmentResult", "segment_image"]
+__all__ = ["classify_crops", "classify_masks", "ensemble_probs", "paint_label_map", "SegmentResult", "segment_image"]
 
 NO_LABEL = 255  # label of pixels that no proposal covers
+
+
+@torch.no_grad()
+def classify_crops(
+    bundle: ClipBundle,
+    crops: MaskedCrops,
+    text_emb: torch.Tensor,
+    prompt: torch.nn.Module | None = None,
+    temperature: float | None = None,
+    batch_size: int = 256,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Class probabilities of already cut masked crops (see :func:`classify_masks`).
+
+    Returns:
+        ``probs [N,C]`` for the N input masks of ``crops`` (rows of invalid masks are uniform)
+        and ``valid [N]`` bool.
+    """
+    n, c = crops.valid.shape[0], text_emb.shape[0]
+    probs = torch.full((n, c), 1.0 / max(c, 1))
+    valid = crops.valid.cpu()
+    if crops.crops.shape[0] == 0:
+        return probs, valid
+    x = normalize(crops.crops, bundle.mean, bundle.std)
+    feats = []
+    device = bundle.device
+    for xs, ms in zip(x.split(batch_size), crops.masks.split(batch_size)):
+        xs = xs.to(device)
+        f = bundle.model.encode_image(xs) if prompt is None else prompt(bundle.model.visual, xs, ms.to(device))
+        feats.append(F.normalize(f.float(), dim=-1))
+    scale = float(bundle.model.logit_scale.detach().exp()) if temperature is None else temperature
+    logits = scale * torch.cat(feats) @ text_emb.to(device).float().T
+    probs[valid] = logits.softmax(dim=-1).cpu()
+    return probs, valid
 
 
 @torch.no_grad()
@@ -52,22 +85,8 @@ def classify_masks(
     Returns:
         ``probs [N,C]`` float32 (rows of empty masks are uniform) and ``valid [N]`` bool.
     """
-    n, c = masks.shape[0], text_emb.shape[0]
-    probs = torch.full((n, c), 1.0 / max(c, 1))
-    mc = masked_crops(image, masks, bundle.image_size)
-    if mc.crops.shape[0] == 0:
-        return probs, mc.valid.cpu()
-    x = normalize(mc.crops, bundle.mean, bundle.std)
-    feats = []
-    device = bundle.device
-    for xs, ms in zip(x.split(batch_size), mc.masks.split(batch_size)):
-        xs = xs.to(device)
-        f = bundle.model.encode_image(xs) if prompt is None else prompt(bundle.model.visual, xs, ms.to(device))
-        feats.append(F.normalize(f.float(), dim=-1))
-    scale = float(bundle.model.logit_scale.exp()) if temperature is None else temperature
-    logits = scale * torch.cat(feats) @ text_emb.to(device).float().T
-    probs[mc.valid.cpu()] = logits.softmax(dim=-1).cpu()
-    return probs, mc.valid.cpu()
+    crops = masked_crops(image, masks, bundle.image_size)
+    return classify_crops(bundle, crops, text_emb, prompt, temperature, batch_size)
 
 
 def ensemble_probs(clip_probs: torch.Tensor, proposal_probs: torch.Tensor | None,

@@ -129,12 +129,15 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def mining_quality(pairs_folder: str | Path, gt: GroundTruth, iou_threshold: float = 0.5,
-                   image_ids: set[int] | None = None) -> dict:
+                   image_ids: set[int] | None = None, min_margin: float | None = None) -> dict:
     """Precision / recall of the pairs in ``pairs_folder`` against ``gt``.
 
     Args:
         image_ids: the images that were mined (recall denominator); None = every image with pairs
             or annotations in ``gt``.
+        min_margin: only count pairs whose recorded ``margin`` (lead over the runner-up noun on the
+            same mask; None when the image has one noun) is at least this: the precision/recall of
+            a stricter matching threshold, read off the same shards.
 
     Returns:
         ``{"pairs", "correct", "precision", "recall", "opportunities", "found",
@@ -149,6 +152,9 @@ def mining_quality(pairs_folder: str | Path, gt: GroundTruth, iou_threshold: flo
     names = set(gt.names.values())
     mined_ids: set[int] = set()
     for pair in read_pairs(pairs_folder):
+        margin = pair.meta.get("margin")
+        if min_margin is not None and margin is not None and margin < min_margin:
+            continue
         image_id = int(pair.meta["image_id"])
         mined_ids.add(image_id)
         n_pairs += 1
