@@ -35,25 +35,26 @@ import open_clip  # noqa: E402
 
 from ovseg.clip import VILD_TEMPLATES, TextEmbeddingCache, load_clip  # noqa: E402
 from ovseg.segment import classify_masks  # noqa: E402
-from pipelines.world.categories import NAMES  # noqa: E402
+from pipelines.world.categories import NAMES, by_name  # noqa: E402
 from pipelines.world.generate import make_sample  # noqa: E402
 
 MODEL = "world-clip"
 
 
-def _render(job: tuple[int, str, int, int]) -> tuple[np.ndarray, list[str]]:
+def _render(job: tuple[int, str, int, int]) -> tuple[np.ndarray, list[str], str]:
     seed, split, index, size = job
     scene, captions = make_sample(seed, split, index)
     small = np.asarray(Image.fromarray(scene.image).resize((size, size), Image.BICUBIC))
-    return small.transpose(2, 0, 1).copy(), [c.text for c in captions]
+    return small.transpose(2, 0, 1).copy(), [c.text for c in captions], "+".join(sorted(scene.meta["stuff_layout"]))
 
 
-def render_split(seed: int, split: str, n: int, size: int, workers: int) -> tuple[torch.Tensor, list[list[str]]]:
-    """``n`` images of ``split`` as uint8 [n,3,size,size] plus their captions (order = index)."""
+def render_split(seed: int, split: str, n: int, size: int, workers: int
+                 ) -> tuple[torch.Tensor, list[list[str]], list[str]]:
+    """``n`` images of ``split``: uint8 [n,3,size,size], their captions, their background kind."""
     jobs = [(seed, split, i, size) for i in range(n)]
     with mp.get_context("fork").Pool(workers) as pool:
         out = list(tqdm(pool.imap(_render, jobs, chunksize=64), total=n, desc=f"render {split}"))
-    return torch.from_numpy(np.stack([o[0] for o in out])), [o[1] for o in out]
+    return torch.from_numpy(np.stack([o[0] for o in out])), [o[1] for o in out], [o[2] for o in out]
 
 
 def normalise(x: torch.Tensor, mean, std) -> torch.Tensor:
@@ -70,7 +71,8 @@ def evaluate(model, tokenizer, seed: int, n_val: int, mean, std) -> dict:
 
     bundle = ClipBundle(model, tokenizer, 64, tuple(mean), tuple(std), MODEL)
     text = TextEmbeddingCache(bundle, VILD_TEMPLATES).embed(list(NAMES))
-    hits = crop_ok = crop_n = 0
+    hits = thing_hits = thing_n = crop_ok = crop_n = 0
+    n_things = sum(1 for n in NAMES if by_name(n).kind == "thing")  # things come first in NAMES
     for i in range(n_val):
         scene, _ = make_sample(seed, "val", i)
         small = np.asarray(Image.fromarray(scene.image).resize((64, 64), Image.BICUBIC))
@@ -79,13 +81,17 @@ def evaluate(model, tokenizer, seed: int, n_val: int, mean, std) -> dict:
         top = int((f @ text.T).argmax())
         present = {inst.category.train_id for inst in scene.instances}
         hits += top in present
+        if scene.things:  # 16-way: is the best *thing* class one of the drawn objects?
+            thing_hits += int((f @ text[:n_things].T).argmax()) in {t.category.train_id for t in scene.things}
+            thing_n += 1
         masks = torch.from_numpy(np.stack([inst.mask for inst in scene.instances]))
         probs, valid = classify_masks(bundle, torch.from_numpy(scene.image).permute(2, 0, 1), masks, text)
         gt = torch.tensor([inst.category.train_id for inst in scene.instances])
         crop_ok += int((probs.argmax(1) == gt)[valid].sum())
         crop_n += int(valid.sum())
     model.train()
-    return {"whole_image_hit1": hits / n_val, "gt_crop_acc": crop_ok / max(crop_n, 1), "n_val": n_val}
+    return {"whole_image_hit1": hits / n_val, "whole_image_thing_hit1": thing_hits / max(thing_n, 1),
+            "gt_crop_acc": crop_ok / max(crop_n, 1), "n_val": n_val}
 
 
 def param_groups(model: torch.nn.Module, wd: float) -> list[dict]:
@@ -108,6 +114,8 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--wd", type=float, default=0.1)
     ap.add_argument("--warmup", type=int, default=60)
+    ap.add_argument("--same-background", type=float, default=0.0,
+                    help="share of batches drawn from images with one background (hard negatives)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1: fastest on a shared 2-core box)")
     ap.add_argument("--eval-every", type=int, default=200)
     ap.add_argument("--n-val", type=int, default=200)
@@ -122,7 +130,11 @@ def main() -> None:
     tokenizer = open_clip.get_tokenizer(MODEL)
     mean, std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
 
-    images, captions = render_split(args.seed, "clip", args.images, 64, args.threads)
+    images, captions, backgrounds = render_split(args.seed, "clip", args.images, 64, max(args.threads, 2))
+    groups: dict[str, list[int]] = {}
+    for i, bg in enumerate(backgrounds):
+        groups.setdefault(bg, []).append(i)
+    group_of = [torch.tensor(groups[bg]) for bg in backgrounds]
     flat = [c for caps in captions for c in caps]
     tokens = tokenizer(flat)  # [total_captions, L]
     owner = torch.tensor([i for i, caps in enumerate(captions) for _ in caps])
@@ -150,10 +162,15 @@ def main() -> None:
     for step in bar:
         if step % args.eval_every == 0:
             log["eval"].append({"step": step, **evaluate(model, tokenizer, args.seed, args.n_val, mean, std)})
-        if pos + args.batch > args.images:
-            perm, pos = torch.randperm(args.images, generator=gen), 0
-        idx = perm[pos: pos + args.batch]
-        pos += args.batch
+        if args.same_background > 0 and float(torch.rand(1, generator=gen)) < args.same_background:
+            # a batch whose images share one background: stuff alone cannot tell them apart
+            pool = group_of[int(torch.randint(args.images, (1,), generator=gen))]
+            idx = pool[torch.randperm(len(pool), generator=gen)[: args.batch]]
+        else:
+            if pos + args.batch > args.images:
+                perm, pos = torch.randperm(args.images, generator=gen), 0
+            idx = perm[pos: pos + args.batch]
+            pos += args.batch
         counts = first[idx + 1] - first[idx]
         pick = first[idx] + (torch.rand(len(idx), generator=gen) * counts).long()
         x = images[idx]
@@ -197,7 +214,7 @@ def main() -> None:
     (args.out / "train_log.json").write_text(json.dumps(log, indent=1))
     print(f"world CLIP: {log['params'] / 1e6:.2f} M params, {path} ({log['file_bytes'] / 1e6:.1f} MB), "
           f"trained {args.steps} steps in {train_seconds / 60:.1f} min (total {log['total_seconds'] / 60:.1f} min); "
-          f"zero-shot whole-image hit@1 {final['whole_image_hit1']:.3f}, GT masked-crop acc {final['gt_crop_acc']:.3f} "
+          f"zero-shot whole-image hit@1 {final['whole_image_hit1']:.3f} (things only {final['whole_image_thing_hit1']:.3f}), GT masked-crop acc {final['gt_crop_acc']:.3f} "
           f"(reloaded fp16: {log['eval_reloaded_fp16']['gt_crop_acc']:.3f})")
 
 
