@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     from pipelines.ray_runner import config_snapshot, plan, run_mining
-    from pipelines.report import write_report
+    from pipelines.report import ground_truth_quality, write_report
 
     todo, committed = plan(cfg)
     print(f"mining {cfg.corpus.url} -> {cfg.output.url}: {len(todo)} units to mine, "
@@ -64,8 +64,12 @@ def main(argv: list[str] | None = None) -> int:
     bar.close()
     report = None
     if cfg.output.report:
+        gt = None
+        if cfg.proposals.instances_url and result.all_committed:
+            captions = cfg.corpus.url if cfg.corpus.format == "coco" else None
+            gt = ground_truth_quality(cfg.output.url, cfg.proposals.instances_url, captions)
         report = write_report(cfg.output.url, result.all_committed, result.mined, result.seconds,
-                              result.failed, config_snapshot(cfg), cfg.output.contact_sheet_pairs)
+                              result.failed, config_snapshot(cfg), cfg.output.contact_sheet_pairs, gt)
     t = report["totals"] if report else {}
     print(f"done in {result.seconds:.1f} s: {len(result.mined)} units mined this run, "
           f"{len(result.all_committed)} committed in total, {len(result.failed)} failed")
@@ -74,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
               f"pairs {t['pairs']} ({t['unique_nouns']} unique nouns)")
         print(f"  this run: {report['images_per_s']:.2f} images/s, {report['pairs_per_s']:.2f} pairs/s")
         print(f"  skipped: {t['skipped'] or 'none'}")
+        if report.get("ground_truth"):
+            g = report["ground_truth"]
+            print(f"  against ground truth: pair precision {g['precision']:.3f}, recall {g['recall']:.3f}")
         print(f"  report: {cfg.output.url}/report.md  contact sheet: {cfg.output.url}/contact_sheet.png")
     return 1 if result.failed else 0
 

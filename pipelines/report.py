@@ -100,15 +100,37 @@ def _markdown(report: dict[str, Any]) -> str:
     lines += [f"- {k}: {v}" for k, v in t["rejected"].items()] or ["- none"]
     lines += ["", "## Top nouns", "", "| noun | pairs |", "|---|---|"]
     lines += [f"| {n} | {c} |" for n, c in t["top_nouns"]]
+    gt = report.get("ground_truth")
+    if gt:
+        lines += ["", "## Against ground truth (mask IoU >= 0.5 with an instance of the noun's category)", "",
+                  f"- pair precision: {gt['precision']:.3f} ({gt['correct']} of {gt['pairs']} pairs)",
+                  f"- recall: {gt['recall']:.3f} ({gt['found']} of {gt['opportunities']} (image, named category))"]
+        lines += [f"- precision on {k}s: {v['precision']:.3f} ({v['pairs']} pairs)"
+                  for k, v in gt.get("precision_by_kind", {}).items() if v["pairs"]]
+        lines += [f"- wrong because {k}: {v}" for k, v in gt.get("wrong_reasons", {}).items()]
     if report.get("failed"):
         lines += ["", "## Failed units (rerun to retry)", ""] + [f"- {k}: {v}" for k, v in report["failed"].items()]
     lines += ["", "![scores](score_hist.png)", "", "![pairs](contact_sheet.png)", ""]
     return "\n".join(lines)
 
 
+def ground_truth_quality(out_url: str, instances_url: str, captions_url: str | None) -> dict[str, Any] | None:
+    """Pair precision/recall of the shards in ``out_url`` against COCO instances (local files only)."""
+    from pipelines.world.evaluate import GroundTruth, mining_quality
+
+    if any("://" in u for u in (out_url, instances_url, captions_url or "")):
+        log.info("ground-truth check skipped: it reads local files only")
+        return None
+    return mining_quality(out_url, GroundTruth(instances_url, captions_url))
+
+
 def write_report(out_url: str, all_stats: dict[int, dict], mined: list[dict], seconds: float,
-                 failed: dict[int, str], config: dict[str, Any], n_sheet: int = 48) -> dict[str, Any]:
-    """Write report.json/.md, score_hist.png and contact_sheet.png into ``out_url``; returns the report."""
+                 failed: dict[int, str], config: dict[str, Any], n_sheet: int = 48,
+                 ground_truth: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write report.json/.md, score_hist.png and contact_sheet.png into ``out_url``; returns the report.
+
+    ``ground_truth`` (from :func:`ground_truth_quality`) adds pair precision/recall when known.
+    """
     this_run = aggregate(mined)
     report = {
         "totals": aggregate(all_stats.values()),
@@ -119,6 +141,7 @@ def write_report(out_url: str, all_stats: dict[int, dict], mined: list[dict], se
         "pairs_per_s": this_run["pairs"] / seconds if seconds > 0 else 0.0,
         "failed": {str(k): v for k, v in failed.items()},
         "config": config,
+        "ground_truth": ground_truth,
     }
     fs, root = url_to_fs(out_url)
     root = root.rstrip("/")
