@@ -69,14 +69,17 @@ def main(argv: list[str] | None = None) -> int:
             captions = cfg.corpus.url if cfg.corpus.format == "coco" else None
             gt = ground_truth_quality(cfg.output.url, cfg.proposals.instances_url, captions)
         report = write_report(cfg.output.url, result.all_committed, result.mined, result.seconds,
-                              result.failed, config_snapshot(cfg), cfg.output.contact_sheet_pairs, gt)
+                              result.failed, config_snapshot(cfg), cfg.output.contact_sheet_pairs, gt,
+                              result.mining_seconds)
     t = report["totals"] if report else {}
     print(f"done in {result.seconds:.1f} s: {len(result.mined)} units mined this run, "
           f"{len(result.all_committed)} committed in total, {len(result.failed)} failed")
     if report:
         print(f"  images {t['images']}  captions {t['captions']}  nouns {t['nouns']}  proposals {t['proposals']}  "
               f"pairs {t['pairs']} ({t['unique_nouns']} unique nouns)")
-        print(f"  this run: {report['images_per_s']:.2f} images/s, {report['pairs_per_s']:.2f} pairs/s")
+        print(f"  this run: {report['images_per_s']:.2f} images/s, {report['pairs_per_s']:.2f} pairs/s overall"
+              + (f"; {report['mining_images_per_s']:.2f} images/s, {report['mining_pairs_per_s']:.2f} pairs/s "
+                 "after start-up" if report.get("mining_images_per_s") else ""))
         print(f"  skipped: {t['skipped'] or 'none'}")
         if report.get("ground_truth"):
             g = report["ground_truth"]

@@ -58,6 +58,7 @@ class RunResult:
     all_committed: dict[int, dict] = field(default_factory=dict)
     seconds: float = 0.0  # wall clock of the whole run (Ray start, model loading, mining)
     model_ready_seconds: float = 0.0  # Ray actors up and models loaded, from dispatch start
+    mining_seconds: float = 0.0  # from models ready to the last unit done
     sizes: dict[str, int] = field(default_factory=dict)
 
 
@@ -122,6 +123,7 @@ def _dispatch(cfg: MineConfig, todo: list[WorkUnit], result: RunResult, on_unit)
         last = [line for line in cause.splitlines() if line.strip()][-1:]
         raise ActorStartError(f"mining actors could not start: {last[0] if last else cause}") from None
     result.model_ready_seconds = time.time() - started
+    ready = time.time()
     attempts: dict[int, int] = {}
     queue = list(reversed(todo))
     inflight: dict[ray.ObjectRef, tuple[Any, WorkUnit]] = {}
@@ -152,6 +154,7 @@ def _dispatch(cfg: MineConfig, todo: list[WorkUnit], result: RunResult, on_unit)
                 on_unit(stats)
         if queue:
             submit(actor)
+    result.mining_seconds = time.time() - ready
 
 
 def config_snapshot(cfg: MineConfig) -> dict[str, Any]:
