@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -40,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.ray_runner import config_snapshot, plan, run_mining
     from pipelines.report import ground_truth_quality, write_report
 
+    if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ and "://" not in cfg.output.url and not os.path.isabs(cfg.output.url):
+        print(f"warning: output.url={cfg.output.url} is relative inside a Ray job: it lands in the job's copy of "
+              "--working-dir, which Ray deletes; give an absolute path or an s3:// / gs:// URL", file=sys.stderr)
     todo, committed = plan(cfg)
     print(f"mining {cfg.corpus.url} -> {cfg.output.url}: {len(todo)} units to mine, "
           f"{len(committed)} already committed; CLIP {cfg.clip.model}/{cfg.clip.pretrained or cfg.clip.checkpoint}, "
