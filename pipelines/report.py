@@ -8,10 +8,9 @@ from __future__ import annotations
 import io
 import json
 import logging
-import tarfile
+from collections import Counter
 from typing import Any
 
-import fsspec
 import numpy as np
 from fsspec.core import url_to_fs
 from PIL import Image, ImageDraw, ImageFont
@@ -26,27 +25,23 @@ TILE = 128
 
 def sample_pairs(out_url: str, units: list[int], n: int) -> list[dict[str, Any]]:
     """Up to ``n`` pairs spread over the committed ``units``: ``{key, image (PIL), noun, score}``."""
+    from pipelines.pair_data import iter_tar
+
     if not units or n <= 0:
         return []
     per_shard = max(1, -(-n // len(units)))
     out: list[dict[str, Any]] = []
     for index in units:
-        found: dict[str, dict[str, Any]] = {}
-        with fsspec.open(shard_url(out_url, index), "rb") as f, tarfile.open(fileobj=f, mode="r|") as tar:
-            for member in tar:
-                key, _, ext = member.name.partition(".")
-                if ext not in ("jpg", "json"):
-                    continue
-                data = tar.extractfile(member).read()
-                entry = found.setdefault(key, {"key": key})
-                if ext == "jpg":
-                    entry["image"] = Image.open(io.BytesIO(data)).convert("RGB")
-                else:
-                    meta = json.loads(data)
-                    entry.update(noun=meta["noun"], score=meta["score"])
-                if sum(1 for e in found.values() if len(e) == 4) >= per_shard:
-                    break
-        out.extend(e for e in found.values() if len(e) == 4)
+        taken = 0
+        for sample in iter_tar(shard_url(out_url, index), Counter()):
+            if "jpg" not in sample or "json" not in sample:
+                continue
+            meta = json.loads(sample["json"])
+            image = Image.open(io.BytesIO(sample["jpg"])).convert("RGB")
+            out.append({"key": sample["__key__"], "image": image, "noun": meta["noun"], "score": meta["score"]})
+            taken += 1
+            if taken >= per_shard:
+                break
         if len(out) >= n:
             break
     return out[:n]

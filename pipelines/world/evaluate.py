@@ -18,7 +18,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import tarfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,26 +46,16 @@ class MinedPair:
 
 def read_pairs(folder: str | Path) -> Iterator[MinedPair]:
     """All pairs of the committed shards in ``folder`` (sorted by shard name, then tar order)."""
+    from pipelines.pair_data import iter_tar
+
     folder = Path(folder)
     for tar_path in sorted(folder.glob("pairs-*.tar")):
         if not tar_path.with_name(tar_path.stem + ".stats.json").exists():
             continue  # not committed
-        samples: dict[str, dict[str, bytes]] = defaultdict(dict)
-        order: list[str] = []
-        with tarfile.open(tar_path) as tf:
-            for member in tf:
-                if not member.isfile():
-                    continue
-                key, ext = member.name.split(".", 1)
-                if key not in samples:
-                    order.append(key)
-                data = tf.extractfile(member)
-                samples[key][ext] = data.read() if data else b""
-        for key in order:
-            s = samples[key]
+        for s in iter_tar(str(tar_path), Counter()):
             meta = json.loads(s["json"])
             mask = np.asarray(Image.open(io.BytesIO(s["png"])).convert("L")) > 127
-            yield MinedPair(key, s["txt"].decode("utf-8"), meta, mask)
+            yield MinedPair(s["__key__"], s["txt"].decode("utf-8"), meta, mask)
 
 
 def pair_mask(pair: MinedPair) -> np.ndarray:
