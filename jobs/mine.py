@@ -38,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from pipelines.ray_runner import config_snapshot, plan, run_mining
+    from pipelines.config import as_dict
+    from pipelines.ray_runner import plan, run_mining
     from pipelines.report import ground_truth_quality, write_report
 
     if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ and "://" not in cfg.output.url and not os.path.isabs(cfg.output.url):
@@ -73,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             captions = cfg.corpus.url if cfg.corpus.format == "coco" else None
             gt = ground_truth_quality(cfg.output.url, cfg.proposals.instances_url, captions)
         report = write_report(cfg.output.url, result.all_committed, result.mined, result.seconds,
-                              result.failed, config_snapshot(cfg), cfg.output.contact_sheet_pairs, gt,
+                              result.failed, as_dict(cfg), cfg.output.contact_sheet_pairs, gt,
                               result.mining_seconds)
     t = report["totals"] if report else {}
     print(f"done in {result.seconds:.1f} s: {len(result.mined)} units mined this run, "

@@ -17,7 +17,6 @@ from typing import Any, Callable
 
 import ray
 
-from pipelines.config import as_dict
 from pipelines.corpus.base import build_reader
 from pipelines.mine_config import MineConfig
 from pipelines.records import WorkUnit
@@ -57,7 +56,6 @@ class RunResult:
     failed: dict[int, str] = field(default_factory=dict)
     all_committed: dict[int, dict] = field(default_factory=dict)
     seconds: float = 0.0  # wall clock of the whole run (Ray start, model loading, mining)
-    model_ready_seconds: float = 0.0  # Ray actors up and models loaded, from dispatch start
     mining_seconds: float = 0.0  # from models ready to the last unit done
     sizes: dict[str, int] = field(default_factory=dict)
 
@@ -109,7 +107,6 @@ def run_mining(cfg: MineConfig, on_unit: Callable[[dict[str, Any]], None] | None
 
 
 def _dispatch(cfg: MineConfig, todo: list[WorkUnit], result: RunResult, on_unit) -> None:
-    started = time.time()
     actor_cls = ray.remote(MiningActor).options(
         num_cpus=cfg.ray.num_cpus_per_actor, num_gpus=cfg.ray.num_gpus_per_actor,
         max_restarts=cfg.ray.max_restarts, max_task_retries=cfg.ray.max_task_retries,
@@ -122,7 +119,6 @@ def _dispatch(cfg: MineConfig, todo: list[WorkUnit], result: RunResult, on_unit)
         cause = getattr(err, "error_msg", None) or str(err)
         last = [line for line in cause.splitlines() if line.strip()][-1:]
         raise ActorStartError(f"mining actors could not start: {last[0] if last else cause}") from None
-    result.model_ready_seconds = time.time() - started
     ready = time.time()
     attempts: dict[int, int] = {}
     queue = list(reversed(todo))
@@ -156,7 +152,3 @@ def _dispatch(cfg: MineConfig, todo: list[WorkUnit], result: RunResult, on_unit)
             submit(actor)
     result.mining_seconds = time.time() - ready
 
-
-def config_snapshot(cfg: MineConfig) -> dict[str, Any]:
-    """The resolved config for the run report."""
-    return as_dict(cfg)

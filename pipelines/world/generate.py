@@ -17,10 +17,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from pipelines.shards import encode_jpeg
+
 from .captions import Caption, write_captions
 from .categories import CATEGORIES
 from .compose import Scene, sample_scene
-from .writers import CocoWriter, SemsegWriter, WdsWriter, encode_jpeg
+from .writers import JPEG_QUALITY, CocoWriter, SemsegWriter, WdsWriter
 
 __all__ = ["SPLITS", "image_id_of", "make_sample", "generate_split", "main"]
 
@@ -53,7 +55,7 @@ def generate_split(out: Path, seed: int, split: str, n: int, size: int = 128,
     n_things = n_stuff = n_caps = n_absent = 0
     for i in tqdm(range(n), desc=f"world {split}", unit="img"):
         scene, captions = make_sample(seed, split, i, size)
-        jpeg = encode_jpeg(scene.image)
+        jpeg = encode_jpeg(scene.image, JPEG_QUALITY)
         image_id = image_id_of(split, i)
         if coco:
             coco.add(image_id, jpeg, scene, captions)

@@ -20,30 +20,17 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from pycocotools import mask as mask_utils
+
+from pipelines.shards import encode_png
 
 from .captions import Caption
 from .categories import CATEGORIES
 from .compose import Scene
 
-__all__ = ["encode_jpeg", "CocoWriter", "WdsWriter", "SemsegWriter", "categories_json"]
+__all__ = ["CocoWriter", "WdsWriter", "SemsegWriter", "categories_json"]
 
-JPEG_QUALITY = 95
-
-
-def encode_jpeg(image: np.ndarray) -> bytes:
-    """JPEG bytes of an RGB uint8 image [H, W, 3]."""
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="JPEG", quality=JPEG_QUALITY)
-    return buf.getvalue()
-
-
-def encode_png(label: np.ndarray) -> bytes:
-    """PNG bytes of a mode "L" label map [H, W] uint8."""
-    buf = io.BytesIO()
-    Image.fromarray(label, mode="L").save(buf, format="PNG")
-    return buf.getvalue()
+JPEG_QUALITY = 95  # world images are stored with pipelines.shards.encode_jpeg at this quality
 
 
 def categories_json() -> list[dict]:
