@@ -23,6 +23,7 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
+
 log = logging.getLogger(__name__)
 
 MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -171,20 +172,37 @@ def load_clip(
 
 
 @torch.no_grad()
-def encode_images(bundle: ClipBundle, images: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Embed normalised images with the image tower.
+def encode_images(
+    bundle: ClipBundle,
+    images: torch.Tensor,
+    batch_size: int = 256,
+    *,
+    masks: torch.Tensor | None = None,
+    prompt: torch.nn.Module | None = None,
+) -> torch.Tensor:
+    """Embed normalised images with the image tower, optionally mask-prompted.
 
     Args:
         images: ``[B,3,S,S]`` float, already normalised with ``bundle.mean/std``.
         batch_size: chunk size for the forward passes.
+        masks: ``[B,1,S,S]`` bool crop-aligned masks; needed when ``prompt`` is given.
+        prompt: an ``ovseg.mpt.MaskPrompt`` (a tuned mask prompt): patches entirely outside the
+            mask get its learned tokens (mask prompt tuning); ``None`` = plain CLIP.
 
     Returns:
         ``[B,D]`` L2-normalised float32 embeddings (on the model's device).
     """
+    if prompt is not None and (masks is None or masks.shape[0] != images.shape[0]):
+        raise ValueError("a mask prompt needs one mask per image")
     device = bundle.device
     out = []
-    for chunk in images.split(batch_size):
-        feats = bundle.model.encode_image(chunk.to(device))
+    for i, chunk in enumerate(images.split(batch_size)):
+        chunk = chunk.to(device)
+        if prompt is None:
+            feats = bundle.model.encode_image(chunk)
+        else:
+            mask_chunk = masks[i * batch_size:(i + 1) * batch_size].to(device)
+            feats = prompt(bundle.model.visual, chunk, mask_chunk)
         out.append(F.normalize(feats.float(), dim=-1))
     if not out:
         return torch.zeros(0, bundle.embed_dim, device=device)

@@ -21,6 +21,7 @@ class ClipSection:
     precision: str = "fp32"  # fp32 | bf16 | fp16 (GPU)
     batch_size: int = 128  # crops per image-tower forward pass
     templates: str = "vild"  # prompt ensemble: vild (OVSeg's 9) | single ("a photo of a {}.")
+    prompt: Optional[str] = None  # tuned mask prompt (tune_mpt's export/mpt_prompt.pt): re-mine with it; its CLIP replaces model/pretrained/checkpoint
 
     def validate(self, prefix: str) -> None:
         check(self.batch_size > 0, prefix + "batch_size", "must be > 0")
@@ -28,6 +29,8 @@ class ClipSection:
         check(self.templates in ("vild", "single"), prefix + "templates", "vild | single")
         if self.checkpoint and "://" not in self.checkpoint:
             check(Path(self.checkpoint).exists(), prefix + "checkpoint", f"file not found: {self.checkpoint}")
+        if self.prompt and "://" not in self.prompt:
+            check(Path(self.prompt).exists(), prefix + "prompt", f"file not found: {self.prompt}")
 
 
 @dataclass

@@ -22,7 +22,8 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
-from ovseg.clip import VILD_TEMPLATES, TextEmbeddingCache, encode_images, load_clip
+from ovseg.clip import VILD_TEMPLATES, ClipBundle, TextEmbeddingCache, encode_images, load_clip
+from ovseg.mpt_export import load_prompted_clip
 from ovseg.crops import MEAN_FILL_255, masked_crops, normalize, to_uint8_image
 from ovseg.matching import MatchParams, match_pairs
 from ovseg.proposals import ImageContext, build_proposals
@@ -66,6 +67,22 @@ def build_proposal_backend(cfg: MineConfig):
     return build_proposals(cfg.proposals.backend, **options)
 
 
+def load_scoring_clip(cfg: MineConfig, device: torch.device) -> tuple[ClipBundle, torch.nn.Module | None]:
+    """The CLIP that scores crops, and its tuned mask prompt when ``clip.prompt`` is set.
+
+    With a prompt (re-mining with the tuned CLIP), the CLIP is the one the prompt was exported
+    with (``ovseg.mpt_export``), so a prompt always meets the tower it was trained on.
+    """
+    if not cfg.clip.prompt:
+        return load_clip(cfg.clip.model, cfg.clip.pretrained, cfg.clip.checkpoint, device, cfg.clip.precision), None
+    prompted, bundle = load_prompted_clip(cfg.clip.prompt, load_clip, device=str(device))
+    prompted.eval()
+    bundle.model = prompted.clip
+    if bundle.name != cfg.clip.model:
+        log.warning("clip.prompt was tuned on %s; clip.model=%s is ignored", bundle.name, cfg.clip.model)
+    return bundle, prompted.prompt
+
+
 def resolve_device(setting: str) -> torch.device:
     if setting == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -86,7 +103,7 @@ class UnitMiner:
         )
         self.proposals = build_proposal_backend(cfg)
         torch.manual_seed(cfg.run.seed)  # random-init models are identical in every actor and run
-        self.clip = load_clip(cfg.clip.model, cfg.clip.pretrained, cfg.clip.checkpoint, self.device, cfg.clip.precision)
+        self.clip, self.prompt = load_scoring_clip(cfg, self.device)
         templates = VILD_TEMPLATES if cfg.clip.templates == "vild" else ("a photo of a {}.",)
         self.text_cache = TextEmbeddingCache(self.clip, templates)
         self.crop_size = cfg.output.crop_size or self.clip.image_size
@@ -182,7 +199,9 @@ class UnitMiner:
         if not per_image:
             return
         all_crops = torch.cat([c.crops for _, _, c, _ in per_image])
-        feats = encode_images(self.clip, normalize(all_crops, self.clip.mean, self.clip.std), self.cfg.clip.batch_size)
+        all_masks = torch.cat([c.masks for _, _, c, _ in per_image]) if self.prompt is not None else None
+        feats = encode_images(self.clip, normalize(all_crops, self.clip.mean, self.clip.std),
+                              self.cfg.clip.batch_size, masks=all_masks, prompt=self.prompt)
         nouns = sorted({n for item, *_ in per_image for n in item.nouns})
         text = dict(zip(nouns, self.text_cache.embed(nouns)))
         start = 0
@@ -215,6 +234,7 @@ class UnitMiner:
             "proposal_backend": self.cfg.proposals.backend, "proposal_index": valid_index[pair.mask_index],
             "proposal_score": float(props.scores[valid_index[pair.mask_index]]), "unit": unit.index,
             "clip_model": self.clip.name,
+            "clip_prompt": self.cfg.clip.prompt,
         }
         writer.write({
             "__key__": f"u{unit.index:06d}_{item.record.key}_{pair.noun_index:03d}",

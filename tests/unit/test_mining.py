@@ -134,3 +134,36 @@ def test_parquet_corpus_with_bytes_column(tmp_path):
     samples = list(wds.WebDataset(shard_url(str(out), 0), shardshuffle=False).decode())
     assert {s["txt"] for s in samples} == {"ginger cat", "carpet"}
     assert all(s["json"]["image_key"] == "cat1" for s in samples)
+
+
+def test_remining_with_a_tuned_prompt_scores_crops_with_the_prompted_tower(corpus, tmp_path):
+    """``clip.prompt``: crops are embedded by the prompted tower (scores change), the plain CLIP's
+    pairs and the re-mined pairs come from the same masks, and the metadata names the prompt."""
+    import torch
+
+    from ovseg.mpt import MaskPromptCLIP
+    from ovseg.mpt_export import describe, save_prompt
+
+    plain_out, prompted_out = str(tmp_path / "plain"), str(tmp_path / "prompted")
+    plain = UnitMiner(_config(corpus, plain_out, "matching.min_margin=-2"))
+    torch.manual_seed(1)
+    tuned = MaskPromptCLIP(plain.clip.model, depth=1, init="normal", init_std=1.0)
+    weights = tmp_path / "clip_weights.pt"
+    torch.save(plain.clip.model.state_dict(), weights)
+    prompt_path = save_prompt(describe(tuned, plain.clip.name, None, clip_checkpoint=str(weights)),
+                              tmp_path / "mpt_prompt.pt")
+
+    miner = UnitMiner(_config(corpus, prompted_out, f"clip.prompt={prompt_path}", "matching.min_margin=-2"))
+    assert miner.prompt is not None
+    [unit] = miner.reader.plan_units()
+    plain.mine_unit(unit)
+    miner.mine_unit(unit)
+
+    def read(out):
+        return {s["__key__"]: json.loads(s["json"]) for s in wds.WebDataset(shard_url(out, 0), shardshuffle=False)}
+
+    a, b = read(plain_out), read(prompted_out)
+    assert a and set(a) == set(b)  # thresholds off in the smoke preset: one pair per noun either way
+    assert all(m["clip_prompt"] == str(prompt_path) for m in b.values())
+    assert all(m["clip_prompt"] is None for m in a.values())
+    assert any(abs(a[k]["score"] - b[k]["score"]) > 1e-3 for k in a)  # the prompt changed the features
