@@ -30,6 +30,7 @@ from ovseg.text import NounExtractor
 from pipelines.corpus.base import build_reader
 from pipelines.decode import load_record_image
 from pipelines.mine_config import MineConfig
+from pipelines.pair_format import PairMeta, pair_key, pair_sample
 from pipelines.records import ImageRecord, SkipSample, WorkUnit
 from pipelines.shards import ShardWriter, encode_jpeg, encode_png
 from pipelines.stats import UnitStats
@@ -206,23 +207,22 @@ class UnitMiner:
                                self.crop_size, self.fill, self.cfg.crops.threshold, self.cfg.crops.expand_ratio)
             crop, mask = one.crops[0], one.masks[0, 0]
         box = [int(v) for v in crops.boxes[pair.mask_index].tolist()]
-        meta = {
-            "noun": pair.noun, "score": pair.score, "runner_up_noun": pair.runner_up_noun,
-            "runner_up_score": pair.runner_up_score, "margin": pair.margin,
-            "caption": item.caption_of.get(pair.noun), "image_key": item.record.key,
-            "image_id": item.record.image_id, "source_url": item.record.source_url or item.record.image_url,
-            "box": box, "area": pair.area, "image_size": list(item.pixels.shape[:2]),
-            "proposal_backend": self.cfg.proposals.backend, "proposal_index": valid_index[pair.mask_index],
-            "proposal_score": float(props.scores[valid_index[pair.mask_index]]), "unit": unit.index,
-            "clip_model": self.clip.name,
-        }
-        writer.write({
-            "__key__": f"u{unit.index:06d}_{item.record.key}_{pair.noun_index:03d}",
-            "jpg": encode_jpeg(to_uint8_image(crop.cpu()).numpy(), self.cfg.output.jpeg_quality),
-            "png": encode_png(mask.cpu().numpy().astype(np.uint8) * 255),
-            "txt": pair.noun.encode("utf-8"),
-            "json": json.dumps(meta).encode("utf-8"),
-        })
+        meta = PairMeta(
+            noun=pair.noun, score=pair.score, runner_up_noun=pair.runner_up_noun,
+            runner_up_score=pair.runner_up_score, margin=pair.margin,
+            caption=item.caption_of.get(pair.noun), image_key=item.record.key,
+            image_id=item.record.image_id, source_url=item.record.source_url or item.record.image_url,
+            box=box, area=pair.area, image_size=list(item.pixels.shape[:2]),
+            proposal_backend=self.cfg.proposals.backend, proposal_index=valid_index[pair.mask_index],
+            proposal_score=float(props.scores[valid_index[pair.mask_index]]), unit=unit.index,
+            clip_model=self.clip.name,
+        )
+        writer.write(pair_sample(
+            key=pair_key(unit.index, item.record.key, pair.noun_index),
+            jpg=encode_jpeg(to_uint8_image(crop.cpu()).numpy(), self.cfg.output.jpeg_quality),
+            png=encode_png(mask.cpu().numpy().astype(np.uint8) * 255),
+            meta=meta,
+        ))
 
     def mine_unit(self, unit: WorkUnit) -> dict[str, Any]:
         """Mine ``unit`` into its shard and commit it; returns the committed stats."""

@@ -15,7 +15,8 @@ import numpy as np
 from fsspec.core import url_to_fs
 from PIL import Image, ImageDraw, ImageFont
 
-from pipelines.shards import shard_url
+from pipelines.pair_format import PairMeta, iter_tar, shard_url
+from pipelines.records import SkipSample
 from pipelines.stats import aggregate
 
 log = logging.getLogger(__name__)
@@ -25,8 +26,6 @@ TILE = 128
 
 def sample_pairs(out_url: str, units: list[int], n: int) -> list[dict[str, Any]]:
     """Up to ``n`` pairs spread over the committed ``units``: ``{key, image (PIL), noun, score}``."""
-    from pipelines.pair_data import iter_tar
-
     if not units or n <= 0:
         return []
     per_shard = max(1, -(-n // len(units)))
@@ -36,9 +35,12 @@ def sample_pairs(out_url: str, units: list[int], n: int) -> list[dict[str, Any]]
         for sample in iter_tar(shard_url(out_url, index), Counter()):
             if "jpg" not in sample or "json" not in sample:
                 continue
-            meta = json.loads(sample["json"])
+            try:
+                meta = PairMeta.from_json(sample["json"])
+            except SkipSample:
+                continue
             image = Image.open(io.BytesIO(sample["jpg"])).convert("RGB")
-            out.append({"key": sample["__key__"], "image": image, "noun": meta["noun"], "score": meta["score"]})
+            out.append({"key": sample["__key__"], "image": image, "noun": meta.noun, "score": meta.score})
             taken += 1
             if taken >= per_shard:
                 break

@@ -29,7 +29,8 @@ from typing import Any, Iterator, Optional
 
 import fsspec
 
-from pipelines.corpus.base import CorpusConfig, expand_urls, register_reader
+from pipelines.corpus.base import CorpusConfig, register_reader
+from pipelines.urls import expand_urls
 from pipelines.records import ImageRecord, WorkUnit, clean_captions, sanitize_key
 
 logger = logging.getLogger(__name__)
