@@ -19,11 +19,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tqdm import tqdm  # noqa: E402
 
 from pipelines.config import ConfigError, load_config  # noqa: E402
+from pipelines.config_help import help_text  # noqa: E402
 from pipelines.mine_config import MineConfig  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, epilog=help_text(MineConfig),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="conf/mine.yaml", help="YAML config (default: %(default)s)")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. output.url=out/x ray.num_actors=4")
     parser.add_argument("--log-level", default="WARNING", help="driver log level (default: %(default)s)")

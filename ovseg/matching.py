@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 
 
-@dataclass
+@dataclass(kw_only=True)
 class MatchParams:
     """Thresholds of the matching step.
 

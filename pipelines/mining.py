@@ -92,8 +92,8 @@ class UnitMiner:
         self.text_cache = TextEmbeddingCache(self.clip, templates)
         self.crop_size = cfg.output.crop_size or self.clip.image_size
         self.fill = MEAN_FILL_255 if cfg.crops.fill == "mean" else (0.0, 0.0, 0.0)
-        self.match = MatchParams(cfg.matching.min_score, cfg.matching.min_area,
-                                 cfg.matching.min_area_frac, cfg.matching.min_margin)
+        self.match = MatchParams(min_score=cfg.matching.min_score, min_area=cfg.matching.min_area,
+                                 min_area_frac=cfg.matching.min_area_frac, min_margin=cfg.matching.min_margin)
 
     # ------------------------------------------------------------------ CPU side
     def _prepare(self, records: list[ImageRecord], stats: UnitStats) -> list[PreparedImage]:

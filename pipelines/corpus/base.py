@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class CorpusConfig:
     """Where a corpus lives and how to read it (one section of the mining YAML)."""
 
