@@ -75,9 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.proposals.instances_url and result.all_committed:
             captions = cfg.corpus.url if cfg.corpus.format == "coco" else None
             gt = ground_truth_quality(cfg.output.url, cfg.proposals.instances_url, captions)
-        report = write_report(cfg.output.url, result.all_committed, result.mined, result.seconds,
-                              result.failed, as_dict(cfg), cfg.output.contact_sheet_pairs, gt,
-                              result.mining_seconds)
+        report = write_report(cfg.output.url, result, config=as_dict(cfg),
+                              n_sheet=cfg.output.contact_sheet_pairs, ground_truth=gt)
     t = report["totals"] if report else {}
     print(f"done in {result.seconds:.1f} s: {len(result.mined)} units mined this run, "
           f"{len(result.all_committed)} committed in total, {len(result.failed)} failed")

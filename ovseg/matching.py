@@ -51,6 +51,7 @@ def match_pairs(
     sim: torch.Tensor,
     nouns: Sequence[str],
     areas: torch.Tensor,
+    *,
     params: MatchParams,
     image_area: int | None = None,
 ) -> tuple[list[Pair], Counter]:

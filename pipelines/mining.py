@@ -87,7 +87,8 @@ class UnitMiner:
         )
         self.proposals = build_proposal_backend(cfg)
         torch.manual_seed(cfg.run.seed)  # random-init models are identical in every actor and run
-        self.clip = load_clip(cfg.clip.model, cfg.clip.pretrained, cfg.clip.checkpoint, self.device, cfg.clip.precision)
+        self.clip = load_clip(cfg.clip.model, cfg.clip.pretrained, cfg.clip.checkpoint, device=self.device,
+                              precision=cfg.clip.precision)
         templates = VILD_TEMPLATES if cfg.clip.templates == "vild" else ("a photo of a {}.",)
         self.text_cache = TextEmbeddingCache(self.clip, templates)
         self.crop_size = cfg.output.crop_size or self.clip.image_size
@@ -161,7 +162,8 @@ class UnitMiner:
         thread.join()
 
     # ------------------------------------------------------------------ model side
-    def _score_batch(self, batch: list[PreparedImage], stats: UnitStats, writer: ShardWriter, unit: WorkUnit) -> None:
+    def _score_batch(self, batch: list[PreparedImage], stats: UnitStats, writer: ShardWriter, *,
+                     unit: WorkUnit) -> None:
         """Proposals, crops and CLIP scores for a batch; accepted pairs are written."""
         per_image = []
         for item in batch:
@@ -174,8 +176,8 @@ class UnitMiner:
             stats.proposals += len(props)
             pixels = item.pixels if item.pixels.flags.writeable else item.pixels.copy()
             image_t = torch.from_numpy(pixels).permute(2, 0, 1).to(self.device)
-            crops = masked_crops(image_t, props.masks.to(self.device), self.clip.image_size, self.fill,
-                                 self.cfg.crops.threshold, self.cfg.crops.expand_ratio)
+            crops = masked_crops(image_t, props.masks.to(self.device), self.clip.image_size, fill=self.fill,
+                                 threshold=self.cfg.crops.threshold, expand_ratio=self.cfg.crops.expand_ratio)
             if crops.crops.shape[0] == 0:
                 stats.skip("no_proposals")
                 continue
@@ -192,19 +194,21 @@ class UnitMiner:
             img_feats = feats[start : start + n]
             start += n
             sim = torch.stack([text[noun] for noun in item.nouns]) @ img_feats.T  # [K,N]
-            pairs, rejected = match_pairs(sim, item.nouns, crops.areas.cpu(), self.match,
+            pairs, rejected = match_pairs(sim, item.nouns, crops.areas.cpu(), params=self.match,
                                           image_area=item.pixels.shape[0] * item.pixels.shape[1])
             stats.rejected.update(rejected)
             valid_index = crops.valid.nonzero().flatten().tolist()
             for pair in pairs:
-                self._write_pair(writer, unit, item, props, crops, image_t, valid_index, pair)
+                self._write_pair(writer, unit, item, props=props, crops=crops, image_t=image_t,
+                                 valid_index=valid_index, pair=pair)
                 stats.add_pair(pair.noun, pair.score)
 
-    def _write_pair(self, writer, unit, item, props, crops, image_t, valid_index, pair) -> None:
+    def _write_pair(self, writer, unit, item, *, props, crops, image_t, valid_index, pair) -> None:
         crop, mask = crops.crops[pair.mask_index], crops.masks[pair.mask_index, 0]
         if self.crop_size != self.clip.image_size:
             one = masked_crops(image_t, props.masks[valid_index[pair.mask_index]][None].to(image_t.device),
-                               self.crop_size, self.fill, self.cfg.crops.threshold, self.cfg.crops.expand_ratio)
+                               self.crop_size, fill=self.fill, threshold=self.cfg.crops.threshold,
+                               expand_ratio=self.cfg.crops.expand_ratio)
             crop, mask = one.crops[0], one.masks[0, 0]
         box = [int(v) for v in crops.boxes[pair.mask_index].tolist()]
         meta = PairMeta(
@@ -231,7 +235,7 @@ class UnitMiner:
         with ShardWriter(self.cfg.output.url, unit.index, self.cfg.corpus.storage_options) as writer:
             for batch in self._batches(unit, stats):
                 try:
-                    self._score_batch(batch, stats, writer, unit)
+                    self._score_batch(batch, stats, writer, unit=unit)
                 except (RuntimeError, ValueError) as err:  # a bad batch must not sink the shard
                     log.exception("unit %d: batch of %d images failed", unit.index, len(batch))
                     stats.skip(f"error_{type(err).__name__}", len(batch))

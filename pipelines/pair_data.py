@@ -63,7 +63,7 @@ def make_source(spec: str, weight: float = 1.0, storage_options: Optional[dict] 
 
 # ----------------------------------------------------------------------------- samples
 def decode_pair(
-    sample: dict, image_size: int, mean: Sequence[float], std: Sequence[float]
+    sample: dict, image_size: int, *, mean: Sequence[float], std: Sequence[float]
 ) -> tuple[torch.Tensor, torch.Tensor, str]:
     """Decode one pair sample.
 
@@ -135,6 +135,7 @@ class PairStream(IterableDataset):
         sources: Sequence[PairSource],
         batch_size: int,
         image_size: int,
+        *,
         mean: Sequence[float],
         std: Sequence[float],
         rank: int = 0,
@@ -231,7 +232,7 @@ class PairStream(IterableDataset):
         images, masks, nouns, keys = [], [], [], []
         for sample in self._shuffled(self._mixed(skips, rng), rng):
             try:
-                image, mask, noun = decode_pair(sample, self.image_size, self.mean, self.std)
+                image, mask, noun = decode_pair(sample, self.image_size, mean=self.mean, std=self.std)
             except SkipSample as err:
                 skips[err.reason] += 1
                 continue
@@ -240,14 +241,14 @@ class PairStream(IterableDataset):
             nouns.append(noun)
             keys.append(sample["__key__"])
             if len(images) == self.batch_size:
-                yield _batch(images, masks, nouns, keys, skips)
+                yield _batch(images, masks, nouns, keys=keys, skips=skips)
                 images, masks, nouns, keys = [], [], [], []
                 skips = collections.Counter()
         if images or skips:
-            yield _batch(images, masks, nouns, keys, skips)
+            yield _batch(images, masks, nouns, keys=keys, skips=skips)
 
 
-def _batch(images, masks, nouns, keys, skips) -> dict:
+def _batch(images, masks, nouns, *, keys, skips) -> dict:
     if images:
         img, msk = torch.stack(images), torch.stack(masks)
     else:

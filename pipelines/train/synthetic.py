@@ -38,6 +38,7 @@ def write_synthetic_pairs(
     out_url: str,
     n_shards: int = 2,
     per_shard: int = 32,
+    *,
     size: int = 64,
     nouns: Sequence[str] = DEFAULT_NOUNS,
     seed: int = 0,

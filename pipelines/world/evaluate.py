@@ -124,7 +124,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / union) if union else 0.0
 
 
-def mining_quality(pairs_folder: str | Path, gt: GroundTruth, iou_threshold: float = 0.5,
+def mining_quality(pairs_folder: str | Path, gt: GroundTruth, iou_threshold: float = 0.5, *,
                    image_ids: set[int] | None = None, min_margin: float | None = None) -> dict:
     """Precision / recall of the pairs in ``pairs_folder`` against ``gt``.
 

@@ -61,7 +61,7 @@ def test_sizes_and_epoch(pairs):
 
 def test_decode_pair_shapes(pairs):
     sample = next(iter_tar(shard_urls(str(pairs / "a"))[0], collections.Counter()))
-    image, mask, noun = decode_pair(sample, 48, MEAN, STD)  # resized from 32
+    image, mask, noun = decode_pair(sample, 48, mean=MEAN, std=STD)  # resized from 32
     assert image.shape == (3, 48, 48) and image.dtype == torch.float32
     assert mask.shape == (1, 48, 48) and mask.dtype == torch.bool and mask.any()
     assert noun == json.loads(sample["json"])["noun"]
