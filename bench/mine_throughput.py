@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from pipelines.config import load_config  # noqa: E402
-from pipelines.corpus.base import parent_url  # noqa: E402
+from pipelines.urls import parent_url  # noqa: E402
 from pipelines.mine_config import MineConfig  # noqa: E402
 from pipelines.mining import UnitMiner  # noqa: E402
 

@@ -85,7 +85,7 @@ def evaluate(model, tokenizer, seed: int, n_val: int, mean, std) -> dict:
             thing_hits += int((f @ text[:n_things].T).argmax()) in {t.category.train_id for t in scene.things}
             thing_n += 1
         masks = torch.from_numpy(np.stack([inst.mask for inst in scene.instances]))
-        probs, valid = classify_masks(bundle, torch.from_numpy(scene.image).permute(2, 0, 1), masks, text)
+        probs, valid = classify_masks(bundle, torch.from_numpy(scene.image).permute(2, 0, 1), masks, text_emb=text)
         gt = torch.tensor([inst.category.train_id for inst in scene.instances])
         crop_ok += int((probs.argmax(1) == gt)[valid].sum())
         crop_n += int(valid.sum())

@@ -61,7 +61,8 @@ def make_cell(name: str, mode: str, batch: int, device: str) -> tuple[Callable[[
     opt = torch.optim.AdamW(params, lr=1e-3)
 
     def step() -> None:
-        loss, _ = vocab_ce_loss(model.encode_image(images, masks), nouns, vocab, text, model.logit_scale)
+        loss, _ = vocab_ce_loss(model.encode_image(images, masks), nouns, vocab, text_features=text,
+                                logit_scale=model.logit_scale)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -105,7 +105,7 @@ class Model:
         self.text = TextEmbeddingCache(bundle).embed(list(NAMES))
 
     def probs(self, crops: MaskedCrops) -> tuple[torch.Tensor, torch.Tensor]:
-        return classify_crops(self.bundle, crops, self.text, self.prompt, self.temperature)
+        return classify_crops(self.bundle, crops, self.text, prompt=self.prompt, temperature=self.temperature)
 
 
 def load_models(checkpoint: Path, mpt: dict | None, ft: dict | None) -> list[Model]:

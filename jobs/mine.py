@@ -19,11 +19,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tqdm import tqdm  # noqa: E402
 
 from pipelines.config import ConfigError, load_config  # noqa: E402
+from pipelines.config_help import help_text  # noqa: E402
 from pipelines.mine_config import MineConfig  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, epilog=help_text(MineConfig),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="conf/mine.yaml", help="YAML config (default: %(default)s)")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. output.url=out/x ray.num_actors=4")
     parser.add_argument("--log-level", default="WARNING", help="driver log level (default: %(default)s)")
@@ -73,9 +75,8 @@ def main(argv: list[str] | None = None) -> int:
         if cfg.proposals.instances_url and result.all_committed:
             captions = cfg.corpus.url if cfg.corpus.format == "coco" else None
             gt = ground_truth_quality(cfg.output.url, cfg.proposals.instances_url, captions)
-        report = write_report(cfg.output.url, result.all_committed, result.mined, result.seconds,
-                              result.failed, as_dict(cfg), cfg.output.contact_sheet_pairs, gt,
-                              result.mining_seconds)
+        report = write_report(cfg.output.url, result, config=as_dict(cfg),
+                              n_sheet=cfg.output.contact_sheet_pairs, ground_truth=gt)
     t = report["totals"] if report else {}
     print(f"done in {result.seconds:.1f} s: {len(result.mined)} units mined this run, "
           f"{len(result.all_committed)} committed in total, {len(result.failed)} failed")

@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tqdm import tqdm  # noqa: E402
 
 from pipelines.config import ConfigError, load_config  # noqa: E402
+from pipelines.config_help import help_text  # noqa: E402
 from pipelines.train.config import TuneConfig  # noqa: E402
 
 SHORTHANDS = {"resume": "run.resume", "mode": "optim.mode", "out_dir": "run.out_dir"}
@@ -42,7 +43,8 @@ class BarReporter:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__, epilog=help_text(TuneConfig),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="conf/tune_mpt.yaml", help="YAML config (default: %(default)s)")
     parser.add_argument("overrides", nargs="*", help="overrides, e.g. optim.mode=finetune run.resume=auto")
     parser.add_argument("--log-level", default="WARNING", help="log level (default: %(default)s)")

@@ -104,6 +104,7 @@ def load_clip(
     model_name: str,
     pretrained: str | None = None,
     checkpoint: str | None = None,
+    *,
     device: str | torch.device = "cpu",
     precision: str = "fp32",
 ) -> ClipBundle:
@@ -221,6 +222,7 @@ class TextEmbeddingCache:
         bundle: ClipBundle,
         templates: Iterable[str] = VILD_TEMPLATES,
         batch_size: int = 512,
+        *,
         max_entries: int | None = 1_000_000,
     ) -> None:
         self.bundle = bundle

@@ -61,7 +61,7 @@ def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
     return torch.stack([x0, y0, x1, y1], dim=1)
 
 
-def expand_boxes(boxes: torch.Tensor, ratio: float, height: int, width: int) -> torch.Tensor:
+def expand_boxes(boxes: torch.Tensor, ratio: float, height: int, *, width: int) -> torch.Tensor:
     """Scale ``[N,4]`` boxes about their centres by ``ratio`` and clip them to the image."""
     if ratio == 1.0:
         return boxes
@@ -80,6 +80,7 @@ def masked_crops(
     image: torch.Tensor,
     masks: torch.Tensor,
     size: int,
+    *,
     fill: Sequence[float] = MEAN_FILL_255,
     threshold: float = 0.5,
     expand_ratio: float = 1.0,
@@ -105,7 +106,8 @@ def masked_crops(
     valid = binary.flatten(1).any(dim=1)
     binary = binary[valid]
     img = image.float()
-    boxes = expand_boxes(mask_boxes(binary), expand_ratio, *image.shape[1:])
+    height, width = image.shape[1:]
+    boxes = expand_boxes(mask_boxes(binary), expand_ratio, height=height, width=width)
     fill_t = torch.tensor(list(fill), dtype=img.dtype, device=img.device).view(3, 1, 1)
     crops, crop_masks = [], []
     for (x0, y0, x1, y1), m in zip(boxes.tolist(), binary):

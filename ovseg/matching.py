@@ -15,7 +15,7 @@ from typing import Sequence
 import torch
 
 
-@dataclass
+@dataclass(kw_only=True)
 class MatchParams:
     """Thresholds of the matching step.
 
@@ -51,6 +51,7 @@ def match_pairs(
     sim: torch.Tensor,
     nouns: Sequence[str],
     areas: torch.Tensor,
+    *,
     params: MatchParams,
     image_area: int | None = None,
 ) -> tuple[list[Pair], Counter]:

@@ -68,7 +68,7 @@ class ConfusionMatrix:
         }
 
 
-def miou(preds: list, gts: list, num_classes: int, ignore_index: int = 255) -> float:
+def miou(preds: list, gts: list, num_classes: int, *, ignore_index: int = 255) -> float:
     """mIoU of paired ``[H, W]`` label maps (convenience wrapper around :class:`ConfusionMatrix`)."""
     cm = ConfusionMatrix(num_classes, ignore_index)
     for p, g in zip(preds, gts):

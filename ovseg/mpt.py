@@ -87,6 +87,7 @@ class MaskPrompt(nn.Module):
         visual: nn.Module,
         depth: int = 3,
         init: InitMode = "normal",
+        *,
         init_std: float = OVSEG_INIT_STD,
     ) -> None:
         super().__init__()
@@ -196,6 +197,7 @@ class MaskPromptedViT(nn.Module):
         visual: nn.Module,
         depth: int = 3,
         init: InitMode = "normal",
+        *,
         init_std: float = OVSEG_INIT_STD,
     ) -> None:
         super().__init__()
@@ -228,6 +230,7 @@ class MaskPromptCLIP(nn.Module):
         clip_model: nn.Module,
         depth: int = 3,
         init: InitMode = "normal",
+        *,
         init_std: float = OVSEG_INIT_STD,
     ) -> None:
         super().__init__()

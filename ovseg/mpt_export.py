@@ -68,6 +68,7 @@ def describe(
     model: MaskPromptCLIP,
     clip_model: str,
     pretrained: str | None,
+    *,
     clip_checkpoint: str | None = None,
     mode: str = "mpt",
     meta: dict[str, Any] | None = None,
@@ -156,6 +157,7 @@ def save_ovseg(
     path: str | Path,
     mask_embedding: torch.Tensor | None,
     clip_state_dict: dict[str, torch.Tensor] | None = None,
+    *,
     base_checkpoint: str | Path | None = None,
 ) -> Path:
     """Write ``{"model": {...}}`` in OVSeg's layout.

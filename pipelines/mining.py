@@ -31,6 +31,7 @@ from ovseg.text import NounExtractor
 from pipelines.corpus.base import build_reader
 from pipelines.decode import load_record_image
 from pipelines.mine_config import MineConfig
+from pipelines.pair_format import PairMeta, pair_key, pair_sample
 from pipelines.records import ImageRecord, SkipSample, WorkUnit
 from pipelines.shards import ShardWriter, encode_jpeg, encode_png
 from pipelines.stats import UnitStats
@@ -74,7 +75,8 @@ def load_scoring_clip(cfg: MineConfig, device: torch.device) -> tuple[ClipBundle
     with (``ovseg.mpt_export``), so a prompt always meets the tower it was trained on.
     """
     if not cfg.clip.prompt:
-        return load_clip(cfg.clip.model, cfg.clip.pretrained, cfg.clip.checkpoint, device, cfg.clip.precision), None
+        return load_clip(cfg.clip.model, cfg.clip.pretrained, cfg.clip.checkpoint, device=device,
+                         precision=cfg.clip.precision), None
     prompted, bundle = load_prompted_clip(cfg.clip.prompt, load_clip, device=str(device))
     prompted.eval()
     bundle.model = prompted.clip
@@ -108,8 +110,8 @@ class UnitMiner:
         self.text_cache = TextEmbeddingCache(self.clip, templates)
         self.crop_size = cfg.output.crop_size or self.clip.image_size
         self.fill = MEAN_FILL_255 if cfg.crops.fill == "mean" else (0.0, 0.0, 0.0)
-        self.match = MatchParams(cfg.matching.min_score, cfg.matching.min_area,
-                                 cfg.matching.min_area_frac, cfg.matching.min_margin)
+        self.match = MatchParams(min_score=cfg.matching.min_score, min_area=cfg.matching.min_area,
+                                 min_area_frac=cfg.matching.min_area_frac, min_margin=cfg.matching.min_margin)
 
     # ------------------------------------------------------------------ CPU side
     def _prepare(self, records: list[ImageRecord], stats: UnitStats) -> list[PreparedImage]:
@@ -177,7 +179,8 @@ class UnitMiner:
         thread.join()
 
     # ------------------------------------------------------------------ model side
-    def _score_batch(self, batch: list[PreparedImage], stats: UnitStats, writer: ShardWriter, unit: WorkUnit) -> None:
+    def _score_batch(self, batch: list[PreparedImage], stats: UnitStats, writer: ShardWriter, *,
+                     unit: WorkUnit) -> None:
         """Proposals, crops and CLIP scores for a batch; accepted pairs are written."""
         per_image = []
         for item in batch:
@@ -190,8 +193,8 @@ class UnitMiner:
             stats.proposals += len(props)
             pixels = item.pixels if item.pixels.flags.writeable else item.pixels.copy()
             image_t = torch.from_numpy(pixels).permute(2, 0, 1).to(self.device)
-            crops = masked_crops(image_t, props.masks.to(self.device), self.clip.image_size, self.fill,
-                                 self.cfg.crops.threshold, self.cfg.crops.expand_ratio)
+            crops = masked_crops(image_t, props.masks.to(self.device), self.clip.image_size, fill=self.fill,
+                                 threshold=self.cfg.crops.threshold, expand_ratio=self.cfg.crops.expand_ratio)
             if crops.crops.shape[0] == 0:
                 stats.skip("no_proposals")
                 continue
@@ -210,39 +213,39 @@ class UnitMiner:
             img_feats = feats[start : start + n]
             start += n
             sim = torch.stack([text[noun] for noun in item.nouns]) @ img_feats.T  # [K,N]
-            pairs, rejected = match_pairs(sim, item.nouns, crops.areas.cpu(), self.match,
+            pairs, rejected = match_pairs(sim, item.nouns, crops.areas.cpu(), params=self.match,
                                           image_area=item.pixels.shape[0] * item.pixels.shape[1])
             stats.rejected.update(rejected)
             valid_index = crops.valid.nonzero().flatten().tolist()
             for pair in pairs:
-                self._write_pair(writer, unit, item, props, crops, image_t, valid_index, pair)
+                self._write_pair(writer, unit, item, props=props, crops=crops, image_t=image_t,
+                                 valid_index=valid_index, pair=pair)
                 stats.add_pair(pair.noun, pair.score)
 
-    def _write_pair(self, writer, unit, item, props, crops, image_t, valid_index, pair) -> None:
+    def _write_pair(self, writer, unit, item, *, props, crops, image_t, valid_index, pair) -> None:
         crop, mask = crops.crops[pair.mask_index], crops.masks[pair.mask_index, 0]
         if self.crop_size != self.clip.image_size:
             one = masked_crops(image_t, props.masks[valid_index[pair.mask_index]][None].to(image_t.device),
-                               self.crop_size, self.fill, self.cfg.crops.threshold, self.cfg.crops.expand_ratio)
+                               self.crop_size, fill=self.fill, threshold=self.cfg.crops.threshold,
+                               expand_ratio=self.cfg.crops.expand_ratio)
             crop, mask = one.crops[0], one.masks[0, 0]
         box = [int(v) for v in crops.boxes[pair.mask_index].tolist()]
-        meta = {
-            "noun": pair.noun, "score": pair.score, "runner_up_noun": pair.runner_up_noun,
-            "runner_up_score": pair.runner_up_score, "margin": pair.margin,
-            "caption": item.caption_of.get(pair.noun), "image_key": item.record.key,
-            "image_id": item.record.image_id, "source_url": item.record.source_url or item.record.image_url,
-            "box": box, "area": pair.area, "image_size": list(item.pixels.shape[:2]),
-            "proposal_backend": self.cfg.proposals.backend, "proposal_index": valid_index[pair.mask_index],
-            "proposal_score": float(props.scores[valid_index[pair.mask_index]]), "unit": unit.index,
-            "clip_model": self.clip.name,
-            "clip_prompt": self.cfg.clip.prompt,
-        }
-        writer.write({
-            "__key__": f"u{unit.index:06d}_{item.record.key}_{pair.noun_index:03d}",
-            "jpg": encode_jpeg(to_uint8_image(crop.cpu()).numpy(), self.cfg.output.jpeg_quality),
-            "png": encode_png(mask.cpu().numpy().astype(np.uint8) * 255),
-            "txt": pair.noun.encode("utf-8"),
-            "json": json.dumps(meta).encode("utf-8"),
-        })
+        meta = PairMeta(
+            noun=pair.noun, score=pair.score, runner_up_noun=pair.runner_up_noun,
+            runner_up_score=pair.runner_up_score, margin=pair.margin,
+            caption=item.caption_of.get(pair.noun), image_key=item.record.key,
+            image_id=item.record.image_id, source_url=item.record.source_url or item.record.image_url,
+            box=box, area=pair.area, image_size=list(item.pixels.shape[:2]),
+            proposal_backend=self.cfg.proposals.backend, proposal_index=valid_index[pair.mask_index],
+            proposal_score=float(props.scores[valid_index[pair.mask_index]]), unit=unit.index,
+            clip_model=self.clip.name, clip_prompt=self.cfg.clip.prompt,
+        )
+        writer.write(pair_sample(
+            key=pair_key(unit.index, item.record.key, pair.noun_index),
+            jpg=encode_jpeg(to_uint8_image(crop.cpu()).numpy(), self.cfg.output.jpeg_quality),
+            png=encode_png(mask.cpu().numpy().astype(np.uint8) * 255),
+            meta=meta,
+        ))
 
     def mine_unit(self, unit: WorkUnit) -> dict[str, Any]:
         """Mine ``unit`` into its shard and commit it; returns the committed stats."""
@@ -251,7 +254,7 @@ class UnitMiner:
         with ShardWriter(self.cfg.output.url, unit.index, self.cfg.corpus.storage_options) as writer:
             for batch in self._batches(unit, stats):
                 try:
-                    self._score_batch(batch, stats, writer, unit)
+                    self._score_batch(batch, stats, writer, unit=unit)
                 except (RuntimeError, ValueError) as err:  # a bad batch must not sink the shard
                     log.exception("unit %d: batch of %d images failed", unit.index, len(batch))
                     stats.skip(f"error_{type(err).__name__}", len(batch))

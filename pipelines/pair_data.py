@@ -1,9 +1,9 @@
-"""Reader for (masked crop, noun) pair shards written by ``jobs/mine.py`` (see docs/CONTRACTS.md).
+"""Training stream over (masked crop, noun) pair shards (format: :mod:`pipelines.pair_format`).
 
-A *source* is a string naming shards, several joined by ``::``:
+A *source* is a string naming shards, several joined by ``::`` (:func:`pipelines.pair_format.shard_urls`):
 
 * a brace pattern ``out/pairs/pairs-{000000..000031}.tar`` (also ``s3://bucket/pairs-{0..9}.tar``),
-* a folder (local or fsspec URL) -> every ``pairs-*.tar`` in it, sorted,
+* a folder (local or fsspec URL) -> every committed ``pairs-*.tar`` in it, sorted,
 * a glob ``out/*/pairs-*.tar`` or a single shard URL.
 
 :class:`PairStream` mixes several sources with weights, splits the work across ranks and data
@@ -19,151 +19,51 @@ from __future__ import annotations
 
 import collections
 import io
-import json
 import logging
 import math
 import random
-import tarfile
 import zlib
 from dataclasses import dataclass
-from pathlib import PurePosixPath
-from typing import Iterator, Sequence
+from typing import Iterator, Optional, Sequence
 
-import braceexpand
-import fsspec
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from pipelines.pair_format import iter_tar, read_sizes, shard_urls
+from pipelines.records import SkipSample
+
 log = logging.getLogger(__name__)
 
-REQUIRED_FIELDS = ("jpg", "png", "txt")
+REQUIRED_FIELDS = ("jpg", "png", "txt")  # members of pipelines.pair_format.MEMBERS that tuning needs
 
 
-class SkipSample(Exception):
-    """A sample that cannot be used; ``args[0]`` is a short snake_case reason."""
-
-
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class PairSource:
     """Shards of one dataset and its mixing weight (relative, > 0)."""
 
     shards: tuple[str, ...]
     weight: float = 1.0
     num_samples: int | None = None  # from sizes.json; None when unknown
+    storage_options: dict | None = None  # fsspec options of the shards' file system
 
 
-# ----------------------------------------------------------------------------- shard lists
-def expand_urls(spec: str) -> list[str]:
-    """Expand a source string into shard URLs (order kept; folders and globs sorted).
-
-    Raises:
-        FileNotFoundError: when a part matches nothing.
-    """
-    urls: list[str] = []
-    for part in (p.strip() for p in spec.split("::")):
-        if not part:
-            continue
-        if "{" in part:
-            urls.extend(braceexpand.braceexpand(part))
-            continue
-        fs, path = fsspec.core.url_to_fs(part)
-        protocol = part.split("://", 1)[0] + "://" if "://" in part else ""
-        if any(c in path for c in "*?["):
-            found = sorted(fs.glob(path))
-        elif fs.isdir(path):
-            found = _committed_tars(fs.ls(path, detail=False))
-        else:
-            found = [path] if fs.exists(path) else []
-        if not found:
-            raise FileNotFoundError(f"no shards found for {part!r}")
-        urls.extend(protocol + p if protocol and not p.startswith(protocol) else p for p in found)
-    return urls
-
-
-def _committed_tars(paths: Sequence[str]) -> list[str]:
-    """The ``.tar`` files of a folder listing; when the folder has ``*.stats.json`` commit markers
-    (mining output), only the tars whose marker exists (uncommitted ones are half-written)."""
-    names = set(paths)
-    tars = sorted(p for p in names if p.endswith(".tar"))
-    if not any(p.endswith(".stats.json") for p in names):
-        return tars
-    committed = [p for p in tars if p[: -len(".tar")] + ".stats.json" in names]
-    if len(committed) < len(tars):
-        log.info("ignoring %d uncommitted shards", len(tars) - len(committed))
-    return committed
-
-
-def _parent(url: str) -> str:
-    if "://" in url:
-        proto, rest = url.split("://", 1)
-        return f"{proto}://{PurePosixPath(rest).parent}"
-    return str(PurePosixPath(url).parent)
-
-
-def read_sizes(shards: Sequence[str]) -> dict[str, int]:
-    """Sample counts of ``shards`` from the ``sizes.json`` next to them (missing ones left out)."""
-    by_dir: dict[str, dict[str, int]] = {}
-    sizes: dict[str, int] = {}
-    for url in shards:
-        folder = _parent(url)
-        if folder not in by_dir:
-            try:
-                with fsspec.open(f"{folder}/sizes.json", "rt") as f:
-                    by_dir[folder] = {str(k): int(v) for k, v in json.load(f).items()}
-            except (FileNotFoundError, OSError, ValueError) as err:
-                log.warning("no usable sizes.json in %s (%s)", folder, err)
-                by_dir[folder] = {}
-        name = PurePosixPath(url.split("://", 1)[-1]).name
-        if name in by_dir[folder]:
-            sizes[url] = by_dir[folder][name]
-    return sizes
-
-
-def make_source(spec: str, weight: float = 1.0) -> PairSource:
+def make_source(spec: str, weight: float = 1.0, storage_options: Optional[dict] = None) -> PairSource:
     """Expand ``spec`` and count its samples from ``sizes.json`` (None if any shard is unknown)."""
     if not weight > 0:
         raise ValueError(f"mixing weight must be > 0, got {weight} for {spec!r}")
-    shards = tuple(expand_urls(spec))
-    sizes = read_sizes(shards)
+    shards = tuple(shard_urls(spec, storage_options))
+    sizes = read_sizes(shards, storage_options)
     total = sum(sizes.values()) if len(sizes) == len(shards) else None
     if total is None:
         log.warning("%d of %d shards of %s have no size", len(shards) - len(sizes), len(shards), spec)
-    return PairSource(shards=shards, weight=weight, num_samples=total)
+    return PairSource(shards=shards, weight=weight, num_samples=total, storage_options=storage_options)
 
 
 # ----------------------------------------------------------------------------- samples
-def iter_tar(url: str, skips: collections.Counter) -> Iterator[dict]:
-    """Samples of one tar shard: ``{"__key__", "__url__", ext: bytes, ...}``, grouped by key.
-
-    A shard that cannot be opened or breaks midway is counted as ``shard_error``; the samples read
-    before the break are kept.
-    """
-    current: dict | None = None
-    try:
-        with fsspec.open(url, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                name = PurePosixPath(member.name).name
-                key, _, ext = name.partition(".")
-                if current is not None and current["__key__"] != key:
-                    yield current
-                    current = None
-                if current is None:
-                    current = {"__key__": key, "__url__": url}
-                data = tar.extractfile(member)
-                current[ext.lower()] = data.read() if data is not None else b""
-    except (OSError, tarfile.TarError, EOFError) as err:
-        log.warning("shard %s: %s", url, err)
-        skips["shard_error"] += 1
-    if current is not None:
-        yield current
-
-
 def decode_pair(
-    sample: dict, image_size: int, mean: Sequence[float], std: Sequence[float]
+    sample: dict, image_size: int, *, mean: Sequence[float], std: Sequence[float]
 ) -> tuple[torch.Tensor, torch.Tensor, str]:
     """Decode one pair sample.
 
@@ -235,6 +135,7 @@ class PairStream(IterableDataset):
         sources: Sequence[PairSource],
         batch_size: int,
         image_size: int,
+        *,
         mean: Sequence[float],
         std: Sequence[float],
         rank: int = 0,
@@ -281,7 +182,7 @@ class PairStream(IterableDataset):
             mine = shards[consumer::n_consumers] if by_shard else shards
             position = yielded = 0
             for url in mine:
-                for sample in iter_tar(url, skips):
+                for sample in iter_tar(url, skips, source.storage_options):
                     position += 1
                     if not by_shard and (position - 1) % n_consumers != consumer:
                         continue
@@ -331,23 +232,23 @@ class PairStream(IterableDataset):
         images, masks, nouns, keys = [], [], [], []
         for sample in self._shuffled(self._mixed(skips, rng), rng):
             try:
-                image, mask, noun = decode_pair(sample, self.image_size, self.mean, self.std)
+                image, mask, noun = decode_pair(sample, self.image_size, mean=self.mean, std=self.std)
             except SkipSample as err:
-                skips[str(err.args[0])] += 1
+                skips[err.reason] += 1
                 continue
             images.append(image)
             masks.append(mask)
             nouns.append(noun)
             keys.append(sample["__key__"])
             if len(images) == self.batch_size:
-                yield _batch(images, masks, nouns, keys, skips)
+                yield _batch(images, masks, nouns, keys=keys, skips=skips)
                 images, masks, nouns, keys = [], [], [], []
                 skips = collections.Counter()
         if images or skips:
-            yield _batch(images, masks, nouns, keys, skips)
+            yield _batch(images, masks, nouns, keys=keys, skips=skips)
 
 
-def _batch(images, masks, nouns, keys, skips) -> dict:
+def _batch(images, masks, nouns, *, keys, skips) -> dict:
     if images:
         img, msk = torch.stack(images), torch.stack(masks)
     else:

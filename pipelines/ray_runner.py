@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import ray
@@ -21,6 +20,7 @@ from pipelines.corpus.base import build_reader
 from pipelines.mine_config import MineConfig
 from pipelines.records import WorkUnit
 from pipelines.shards import committed_units, write_sizes
+from pipelines.stats import RunResult
 
 log = logging.getLogger(__name__)
 
@@ -44,20 +44,6 @@ class MiningActor:
 
     def ready(self) -> str:
         return str(self.miner.device)
-
-
-@dataclass
-class RunResult:
-    """What a mining run did."""
-
-    planned: int = 0
-    skipped_committed: int = 0
-    mined: list[dict[str, Any]] = field(default_factory=list)
-    failed: dict[int, str] = field(default_factory=dict)
-    all_committed: dict[int, dict] = field(default_factory=dict)
-    seconds: float = 0.0  # wall clock of the whole run (Ray start, model loading, mining)
-    mining_seconds: float = 0.0  # from models ready to the last unit done
-    sizes: dict[str, int] = field(default_factory=dict)
 
 
 def init_ray(cfg: MineConfig) -> bool:
@@ -96,7 +82,7 @@ def run_mining(cfg: MineConfig, on_unit: Callable[[dict[str, Any]], None] | None
     if todo:
         started_ray = init_ray(cfg)
         try:
-            _dispatch(cfg, todo, result, on_unit)
+            _dispatch(cfg, todo, result, on_unit=on_unit)
         finally:
             if started_ray:
                 ray.shutdown()
@@ -106,7 +92,7 @@ def run_mining(cfg: MineConfig, on_unit: Callable[[dict[str, Any]], None] | None
     return result
 
 
-def _dispatch(cfg: MineConfig, todo: list[WorkUnit], result: RunResult, on_unit) -> None:
+def _dispatch(cfg: MineConfig, todo: list[WorkUnit], result: RunResult, *, on_unit) -> None:
     actor_cls = ray.remote(MiningActor).options(
         num_cpus=cfg.ray.num_cpus_per_actor, num_gpus=cfg.ray.num_gpus_per_actor,
         max_restarts=cfg.ray.max_restarts, max_task_retries=cfg.ray.max_task_retries,

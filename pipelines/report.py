@@ -15,8 +15,9 @@ import numpy as np
 from fsspec.core import url_to_fs
 from PIL import Image, ImageDraw, ImageFont
 
-from pipelines.shards import shard_url
-from pipelines.stats import aggregate
+from pipelines.pair_format import PairMeta, iter_tar, shard_url
+from pipelines.records import SkipSample
+from pipelines.stats import RunResult, aggregate
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,6 @@ TILE = 128
 
 def sample_pairs(out_url: str, units: list[int], n: int) -> list[dict[str, Any]]:
     """Up to ``n`` pairs spread over the committed ``units``: ``{key, image (PIL), noun, score}``."""
-    from pipelines.pair_data import iter_tar
-
     if not units or n <= 0:
         return []
     per_shard = max(1, -(-n // len(units)))
@@ -36,9 +35,12 @@ def sample_pairs(out_url: str, units: list[int], n: int) -> list[dict[str, Any]]
         for sample in iter_tar(shard_url(out_url, index), Counter()):
             if "jpg" not in sample or "json" not in sample:
                 continue
-            meta = json.loads(sample["json"])
+            try:
+                meta = PairMeta.from_json(sample["json"])
+            except SkipSample:
+                continue
             image = Image.open(io.BytesIO(sample["jpg"])).convert("RGB")
-            out.append({"key": sample["__key__"], "image": image, "noun": meta["noun"], "score": meta["score"]})
+            out.append({"key": sample["__key__"], "image": image, "noun": meta.noun, "score": meta.score})
             taken += 1
             if taken >= per_shard:
                 break
@@ -121,13 +123,15 @@ def ground_truth_quality(out_url: str, instances_url: str, captions_url: str | N
     return mining_quality(out_url, GroundTruth(instances_url, captions_url))
 
 
-def write_report(out_url: str, all_stats: dict[int, dict], mined: list[dict], seconds: float,
-                 failed: dict[int, str], config: dict[str, Any], n_sheet: int = 48,
-                 ground_truth: dict[str, Any] | None = None, mining_seconds: float = 0.0) -> dict[str, Any]:
+def write_report(out_url: str, run: RunResult, *, config: dict[str, Any], n_sheet: int = 48,
+                 ground_truth: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write report.json/.md, score_hist.png and contact_sheet.png into ``out_url``; returns the report.
 
-    ``ground_truth`` (from :func:`ground_truth_quality`) adds pair precision/recall when known.
+    ``run`` is what the run did (committed units, units mined now, timings, failures); ``ground_truth``
+    (from :func:`ground_truth_quality`) adds pair precision/recall when known.
     """
+    all_stats, mined, failed = run.all_committed, run.mined, run.failed
+    seconds, mining_seconds = run.seconds, run.mining_seconds
     this_run = aggregate(mined)
     report = {
         "totals": aggregate(all_stats.values()),

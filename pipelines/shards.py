@@ -1,6 +1,6 @@
-"""Pair shards on any fsspec file system: write, commit, find committed units, sizes.json.
+"""Writing pair shards on any fsspec file system: write, commit, find committed units, sizes.json.
 
-A unit's tar is written under a temporary name and renamed when complete; its
+Names, metadata and the commit rule belong to :mod:`pipelines.pair_format`. A unit's tar is written under a temporary name and renamed when complete; its
 ``pairs-%06d.stats.json`` is written *after* that (also via a temporary name) and is the commit
 marker. A tar without its stats file is not committed: the next run deletes and redoes it, and
 readers ignore it. So a killed run never leaves anything that looks complete.
@@ -10,26 +10,15 @@ from __future__ import annotations
 import io
 import json
 import logging
-import re
 from typing import Any
 
 import fsspec
 import webdataset as wds
 from fsspec.core import url_to_fs
 
+from pipelines.pair_format import SHARD_NAME, SIZES_NAME, STATS_NAME, committed_indices, list_names, sizes_of
+
 log = logging.getLogger(__name__)
-
-SHARD_PATTERN = "pairs-{:06d}.tar"
-STATS_PATTERN = "pairs-{:06d}.stats.json"
-_STATS_RE = re.compile(r"pairs-(\d{6})\.stats\.json$")
-
-
-def shard_url(out_url: str, index: int) -> str:
-    return f"{out_url.rstrip('/')}/{SHARD_PATTERN.format(index)}"
-
-
-def stats_url(out_url: str, index: int) -> str:
-    return f"{out_url.rstrip('/')}/{STATS_PATTERN.format(index)}"
 
 
 def _write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
@@ -50,9 +39,9 @@ class ShardWriter:
         self.fs, root = url_to_fs(out_url, **(storage_options or {}))
         self.root = root.rstrip("/")
         self.index = index
-        self.path = f"{self.root}/{SHARD_PATTERN.format(index)}"
+        self.path = f"{self.root}/{SHARD_NAME.format(index)}"
         self.tmp_path = self.path + ".tmp"
-        self.stats_path = f"{self.root}/{STATS_PATTERN.format(index)}"
+        self.stats_path = f"{self.root}/{STATS_NAME.format(index)}"
         self.count = 0
         self.fs.makedirs(self.root, exist_ok=True)
         for stale in (self.stats_path, self.path, self.tmp_path):
@@ -97,17 +86,12 @@ class ShardWriter:
 def committed_units(out_url: str, storage_options: dict[str, Any] | None = None) -> dict[int, dict]:
     """``unit index → stats`` for every committed unit under ``out_url`` (stats file and tar present)."""
     fs, root = url_to_fs(out_url, **(storage_options or {}))
-    if not fs.exists(root):
-        return {}
-    names = {p.rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)}
     out: dict[int, dict] = {}
-    for name in sorted(names):
-        match = _STATS_RE.match(name)
-        if not match or SHARD_PATTERN.format(int(match.group(1))) not in names:
-            continue
+    for index in committed_indices(list_names(out_url, storage_options)):
+        name = STATS_NAME.format(index)
         try:
             with fs.open(f"{root.rstrip('/')}/{name}", "rb") as f:
-                out[int(match.group(1))] = json.loads(f.read())
+                out[index] = json.loads(f.read())
         except (json.JSONDecodeError, UnicodeDecodeError):
             log.warning("unreadable stats file %s: unit will be redone", name)
     return out
@@ -116,9 +100,9 @@ def committed_units(out_url: str, storage_options: dict[str, Any] | None = None)
 def write_sizes(out_url: str, stats: dict[int, dict], storage_options: dict[str, Any] | None = None) -> dict[str, int]:
     """Write ``sizes.json`` (shard name → pair count) for all committed units; returns it."""
     fs, root = url_to_fs(out_url, **(storage_options or {}))
-    sizes = {SHARD_PATTERN.format(i): int(s.get("pairs_written", s.get("pairs", 0))) for i, s in sorted(stats.items())}
+    sizes = sizes_of({i: s.get("pairs_written", s.get("pairs", 0)) for i, s in stats.items()})
     fs.makedirs(root, exist_ok=True)
-    _write_atomic(fs, f"{root.rstrip('/')}/sizes.json", json.dumps(sizes, indent=1).encode())
+    _write_atomic(fs, f"{root.rstrip('/')}/{SIZES_NAME}", json.dumps(sizes, indent=1).encode())
     return sizes
 
 

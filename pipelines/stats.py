@@ -1,4 +1,4 @@
-"""Per-unit counters of the mining job, and their aggregation over a run."""
+"""Per-unit counters of the mining job, their aggregation, and what a whole run did."""
 from __future__ import annotations
 
 from collections import Counter
@@ -64,3 +64,17 @@ def aggregate(stats: Iterable[dict[str, Any]]) -> dict[str, Any]:
                  unique_nouns=len(nouns), top_nouns=nouns.most_common(25), score_hist=hist,
                  score_bins=SCORE_BINS)
     return total
+
+
+@dataclass(kw_only=True)
+class RunResult:
+    """What a mining run did."""
+
+    planned: int = 0
+    skipped_committed: int = 0
+    mined: list[dict[str, Any]] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)
+    all_committed: dict[int, dict] = field(default_factory=dict)
+    seconds: float = 0.0  # wall clock of the whole run (Ray start, model loading, mining)
+    mining_seconds: float = 0.0  # from models ready to the last unit done
+    sizes: dict[str, int] = field(default_factory=dict)

@@ -1,4 +1,4 @@
-"""Corpus readers: the shared protocol, config, registry and fsspec URL helpers.
+"""Corpus readers: the shared protocol, config and registry (URL helpers: :mod:`pipelines.urls`).
 
 A reader turns a corpus (COCO Captions json + images, img2dataset WebDataset tars, parquet) into
 deterministic :class:`~pipelines.records.WorkUnit` s and, per unit, an iterator of
@@ -14,14 +14,9 @@ from __future__ import annotations
 
 import importlib
 import logging
-import posixpath
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Optional, Protocol, runtime_checkable
-
-import fsspec
-from braceexpand import braceexpand
-from fsspec.core import has_magic, url_to_fs
 
 from pipelines.records import ImageRecord, WorkUnit
 
@@ -34,13 +29,10 @@ __all__ = [
     "register_reader",
     "build_reader",
     "load_builtin_readers",
-    "expand_urls",
-    "join_url",
-    "parent_url",
 ]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class CorpusConfig:
     """Where a corpus lives and how to read it (one section of the mining YAML)."""
 
@@ -108,61 +100,3 @@ def build_reader(cfg: CorpusConfig) -> CorpusReader:
             f"unknown corpus format {cfg.format!r}; known: {sorted(READERS)}"
         ) from None
     return cls(cfg)
-
-
-# ---------------------------------------------------------------- fsspec URL helpers
-
-
-def _has_protocol(url: str) -> bool:
-    return "://" in url
-
-
-def _to_url(fs: fsspec.AbstractFileSystem, path: str, like: str) -> str:
-    """Give ``path`` back a protocol unless ``like`` was a plain local path."""
-    if not _has_protocol(like) and "file" in _protocols(fs):
-        return path
-    return fs.unstrip_protocol(path)
-
-
-def _protocols(fs: fsspec.AbstractFileSystem) -> tuple[str, ...]:
-    return (fs.protocol,) if isinstance(fs.protocol, str) else tuple(fs.protocol)
-
-
-def expand_urls(
-    url: str, suffixes: tuple[str, ...], storage_options: Optional[dict] = None
-) -> list[str]:
-    """Expand a corpus URL into a sorted list of file URLs.
-
-    ``url`` may be a brace pattern (``shard-{00000..00009}.tar``, each part may hold a glob), a glob
-    (``data/*.parquet``), a directory (searched recursively for names ending in ``suffixes``) or
-    one file. Brace-expanded names are kept even when missing (the reader counts
-    ``missing_shard``); globs and directories only give what exists. Duplicates are dropped.
-    """
-    urls: set[str] = set()
-    for part in braceexpand(url):
-        fs, path = url_to_fs(part, **(storage_options or {}))
-        if has_magic(path):
-            urls.update(_to_url(fs, p, part) for p in fs.glob(path) if not fs.isdir(p))
-        elif fs.isdir(path):
-            found = [p for p in fs.find(path) if p.lower().endswith(suffixes)]
-            if not found:
-                logger.warning("no %s files under %s", "/".join(suffixes), part)
-            urls.update(_to_url(fs, p, part) for p in found)
-        else:
-            urls.add(part)
-    return sorted(urls)
-
-
-def parent_url(url: str) -> str:
-    """The folder of a file URL (``s3://b/x/y.json`` -> ``s3://b/x``)."""
-    head, sep, path = url.rpartition("://")
-    return f"{head}{sep}{posixpath.dirname(path)}" if sep else posixpath.dirname(url) or "."
-
-
-def join_url(base: str, rel: str) -> str:
-    """Join a relative path onto a folder URL; absolute paths and full URLs are returned as is."""
-    if _has_protocol(rel) or rel.startswith("/"):
-        return rel
-    while rel.startswith("./"):
-        rel = rel[2:]
-    return f"{base.rstrip('/')}/{rel}"

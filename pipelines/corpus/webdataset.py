@@ -29,7 +29,8 @@ from typing import Any, Iterator, Optional
 
 import fsspec
 
-from pipelines.corpus.base import CorpusConfig, expand_urls, register_reader
+from pipelines.corpus.base import CorpusConfig, register_reader
+from pipelines.urls import expand_urls
 from pipelines.records import ImageRecord, WorkUnit, clean_captions, sanitize_key
 
 logger = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ class WebDatasetReader:
         """Samples of one tar, in tar order."""
         shard = posixpath.basename(unit.source)
         for key, files in self._samples(unit.source, skips):
-            record = self._to_record(key, files, shard, skips)
+            record = self._to_record(key, files, shard, skips=skips)
             if record is not None:
                 yield record
 
@@ -118,7 +119,7 @@ class WebDatasetReader:
     # ------------------------------------------------------------------ sample -> record
 
     def _to_record(
-        self, key: str, files: dict[str, bytes], shard: str, skips: Counter
+        self, key: str, files: dict[str, bytes], shard: str, *, skips: Counter
     ) -> Optional[ImageRecord]:
         image_ext = next((e for e in IMAGE_EXTENSIONS if e in files), None)
         if image_ext is None:

@@ -10,20 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from pipelines.common_config import DEVICES, ClipSection, RunBase
 from pipelines.config import check
 
 MODES = ("mpt", "finetune", "finetune+mpt")
 LOSSES = ("vocab_ce", "contrastive")
 
 
-@dataclass
-class ClipSection:
-    model: str = "ViT-B-16"  # open_clip model config name (a ViT)
-    pretrained: Optional[str] = "openai"  # open_clip pretrained tag, or None (random init)
-    checkpoint: Optional[str] = None  # local CLIP state dict (e.g. a fine-tuned tower for FT→MPT)
-
-
-@dataclass
+@dataclass(kw_only=True)
 class PromptSection:
     depth: int = 3  # replacement points: after the patch embedding and after blocks 1..depth-1
     init: str = "normal"  # normal (OVSeg: std 0.02) | zeros
@@ -35,7 +29,7 @@ class PromptSection:
         check(self.init in ("normal", "zeros"), prefix + "init", "normal | zeros")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SourceSection:
     urls: str = "???"  # brace pattern / folder / glob / fsspec URL; several joined by '::'
     weight: float = 1.0  # relative mixing weight
@@ -44,7 +38,7 @@ class SourceSection:
         check(self.weight > 0, prefix + "weight", "must be > 0")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class DataSection:
     sources: list[SourceSection] = field(default_factory=list)  # training pair shards, mixed
     urls: Optional[str] = None  # shortcut for one source (weight 1); replaces `sources` when set
@@ -63,12 +57,10 @@ class DataSection:
         check(0 <= self.holdout_percent < 100, prefix + "holdout_percent", "must be in [0, 100)")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class LossSection:
-    # vocab_ce (default): each crop is classified over the unique nouns of the global batch, so
-    #   crops of the same noun are never each other's negatives (matches test-time classification).
-    # contrastive: OVSeg's symmetric CLIP loss over (crop, noun text) pairs of the global batch.
-    name: str = "vocab_ce"
+    # vocab_ce: crops of the same noun are never each other's negatives (as at test time).
+    name: str = "vocab_ce"  # vocab_ce (each crop vs the global batch's unique nouns) | contrastive (OVSeg's CLIP loss)
     text_prompt: str = "noun"  # noun (the bare noun, as OVSeg trains) | vild (9-template ensemble)
 
     def validate(self, prefix: str) -> None:
@@ -76,14 +68,14 @@ class LossSection:
         check(self.text_prompt in ("noun", "vild"), prefix + "text_prompt", "noun | vild")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class OptimSection:
     mode: str = "mpt"  # mpt | finetune (image tower, text frozen) | finetune+mpt
     lr: float = 2e-2  # OVSeg MPT: 2e-2; full fine-tuning: 5e-6
     weight_decay: float = 0.0  # OVSeg MPT: 0; full fine-tuning: 0.2 (not on gains/biases)
-    beta1: float = 0.9
-    beta2: float = 0.98
-    eps: float = 1e-6
+    beta1: float = 0.9  # AdamW beta1
+    beta2: float = 0.98  # AdamW beta2
+    eps: float = 1e-6  # AdamW epsilon
     warmup_steps: int = 100  # linear warm-up, then cosine decay to 0
     epochs: float = 5.0  # epochs of `samples_per_epoch` (ignored when max_steps is set)
     max_steps: Optional[int] = None  # optimizer steps in total (overrides epochs)
@@ -103,7 +95,7 @@ class OptimSection:
         check(self.precision in ("auto", "bf16", "fp32"), prefix + "precision", "auto | bf16 | fp32")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class EvalSection:
     urls: Optional[str] = None  # held-out pair shards; None = data.holdout_percent of the sources
     max_samples: int = 5000  # evaluate on at most this many pairs (over all processes)
@@ -117,36 +109,38 @@ class EvalSection:
         check(self.max_samples > 0, prefix + "max_samples", "must be > 0")
 
 
-@dataclass
-class RunSection:
+@dataclass(kw_only=True)
+class TuneRunSection(RunBase):
+    """The shared device/seed section plus checkpoints and logging."""
+
     out_dir: str = "out/tune_mpt"  # checkpoints, exports, TensorBoard logs, summary.json
-    seed: int = 0
     resume: str = "auto"  # auto (latest checkpoint in out_dir, if any) | never | <checkpoint path>
     save_every: int = 500  # checkpoint every N optimizer steps (and always at the end)
     keep_last: int = 3  # checkpoints kept (older ones are deleted)
     stop_at: Optional[int] = None  # stop (with a checkpoint) at this step; the schedule is unchanged
     log_every: int = 10  # TensorBoard / progress-bar update period in steps
-    device: str = "auto"  # auto (cuda:<local rank> if available, else cpu) | cpu | cuda
-    tensorboard: bool = True
+    tensorboard: bool = True  # write TensorBoard logs under out_dir/tensorboard
 
     def validate(self, prefix: str) -> None:
+        super().validate(prefix)
         check(self.save_every > 0, prefix + "save_every", "must be > 0")
         check(self.keep_last >= 1, prefix + "keep_last", "must be >= 1")
-        check(self.device in ("auto", "cpu", "cuda"), prefix + "device", "auto | cpu | cuda")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class TuneConfig:
-    clip: ClipSection = field(default_factory=ClipSection)
-    prompt: PromptSection = field(default_factory=PromptSection)
-    data: DataSection = field(default_factory=DataSection)
-    loss: LossSection = field(default_factory=LossSection)
-    optim: OptimSection = field(default_factory=OptimSection)
-    eval: EvalSection = field(default_factory=EvalSection)
-    run: RunSection = field(default_factory=RunSection)
+    """``conf/tune_mpt.yaml``: every section of the tuning job."""
+
+    clip: ClipSection = field(default_factory=ClipSection)  # the CLIP to tune (shared with mining)
+    prompt: PromptSection = field(default_factory=PromptSection)  # the mask prompt
+    data: DataSection = field(default_factory=DataSection)  # training pairs
+    loss: LossSection = field(default_factory=LossSection)  # training loss
+    optim: OptimSection = field(default_factory=OptimSection)  # optimizer and schedule
+    eval: EvalSection = field(default_factory=EvalSection)  # before/after evaluation
+    run: TuneRunSection = field(default_factory=TuneRunSection)  # device, seed, checkpoints, logs
 
 
-@dataclass
+@dataclass(kw_only=True)
 class EvalCropsConfig:
     """``jobs/evaluate_crops.py``: zero-shot masked-crop accuracy of CLIP with/without a prompt."""
 
@@ -154,11 +148,11 @@ class EvalCropsConfig:
     holdout_percent: float = 0.0  # > 0: only the held-out share (same key hash as training)
     prompt_file: Optional[str] = None  # exported mpt_prompt.pt; rebuilds its CLIP (clip.* ignored)
     clip: ClipSection = field(default_factory=ClipSection)  # used when prompt_file is None
-    eval: EvalSection = field(default_factory=EvalSection)
+    eval: EvalSection = field(default_factory=EvalSection)  # vocabulary prompts, batch size, sample cap
     workers: int = 2  # data loader workers
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto (bf16 on GPU) | bf16 | fp32
 
     def validate(self, prefix: str) -> None:
         check(0 <= self.holdout_percent < 100, prefix + "holdout_percent", "must be in [0, 100)")
-        check(self.device in ("auto", "cpu", "cuda"), prefix + "device", "auto | cpu | cuda")
+        check(self.device in DEVICES, prefix + "device", " | ".join(DEVICES))

@@ -24,6 +24,7 @@ def crop_accuracy(
     model: MaskPromptCLIP,
     batches: Iterable[dict],
     embed_nouns: Callable[[list[str]], torch.Tensor],
+    *,
     world: World,
     use_prompt: bool = True,
     max_samples: int = 5000,
@@ -107,7 +108,7 @@ def evaluate_shards(cfg, world: World) -> dict:
                             mean=bundle.mean, std=bundle.std, rank=world.rank, world_size=world.size,
                             infinite=False, holdout_percent=cfg.holdout_percent,
                             split="eval" if cfg.holdout_percent > 0 else "all")
-        return crop_accuracy(model, make_loader(stream, cfg.workers), texts.embed, world,
+        return crop_accuracy(model, make_loader(stream, cfg.workers), texts.embed, world=world,
                              use_prompt=use_prompt, max_samples=cfg.eval.max_samples, autocast=autocast)
 
     result = {"clip": name, "urls": cfg.urls, "plain": once(False)}

@@ -124,11 +124,11 @@ class Tuner:
         barrier(self.world)
 
     def evaluate(self, use_prompt: bool) -> dict[str, float] | None:
-        stream = setup.eval_stream(self.cfg, self.plan, self.bundle, self.world)
+        stream = setup.eval_stream(self.cfg, self.plan, self.bundle, world=self.world)
         if stream is None:
             return None
         return crop_accuracy(self.model, make_loader(stream, self.cfg.data.workers), self.eval_text.embed,
-                             self.world, use_prompt=use_prompt, max_samples=self.cfg.eval.max_samples,
+                             world=self.world, use_prompt=use_prompt, max_samples=self.cfg.eval.max_samples,
                              autocast=self.autocast)
 
     # ---------------------------------------------------------------- training
@@ -143,7 +143,8 @@ class Tuner:
             all_nouns = [n for part in all_gather_objects(batch["nouns"], world) for n in part]
             if cfg.loss.name == "vocab_ce":
                 vocab = sorted(set(all_nouns))
-                loss, acc = vocab_ce_loss(feats, batch["nouns"], vocab, self.train_text.embed(vocab), logit_scale)
+                loss, acc = vocab_ce_loss(feats, batch["nouns"], vocab, text_features=self.train_text.embed(vocab),
+                                          logit_scale=logit_scale)
             else:
                 loss, acc = contrastive_loss(gather_with_local_grad(feats.float(), world),
                                              self.train_text.embed(all_nouns), logit_scale)
@@ -157,7 +158,7 @@ class Tuner:
         ddp = world.distributed and bool(self.trainable)
         if ddp:
             net = DistributedDataParallel(net, device_ids=[world.device.index] if world.device.type == "cuda" else None)
-        stream = setup.train_stream(cfg, self.plan, self.bundle, world, seed=cfg.run.seed + 7919 * self.step)
+        stream = setup.train_stream(cfg, self.plan, self.bundle, world=world, seed=cfg.run.seed + 7919 * self.step)
         batches = iter(make_loader(stream, cfg.data.workers))
         stop = min(self.plan.total_steps, cfg.run.stop_at or self.plan.total_steps)
         history: list[float] = []

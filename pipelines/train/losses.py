@@ -23,6 +23,7 @@ def vocab_ce_loss(
     image_features: torch.Tensor,
     nouns: Sequence[str],
     vocab: Sequence[str],
+    *,
     text_features: torch.Tensor,
     logit_scale: torch.Tensor,
 ) -> tuple[torch.Tensor, torch.Tensor]:

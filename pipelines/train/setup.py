@@ -95,7 +95,7 @@ def plan_data(cfg: TuneConfig, world: World) -> DataPlan:
     return DataPlan(sources, samples, global_batch, steps_per_epoch, total)
 
 
-def train_stream(cfg: TuneConfig, plan: DataPlan, bundle: ClipBundle, world: World, seed: int) -> PairStream:
+def train_stream(cfg: TuneConfig, plan: DataPlan, bundle: ClipBundle, *, world: World, seed: int) -> PairStream:
     return PairStream(
         plan.sources, batch_size=cfg.data.batch_size, image_size=bundle.image_size, mean=bundle.mean,
         std=bundle.std, rank=world.rank, world_size=world.size, seed=seed,
@@ -104,7 +104,7 @@ def train_stream(cfg: TuneConfig, plan: DataPlan, bundle: ClipBundle, world: Wor
     )
 
 
-def eval_stream(cfg: TuneConfig, plan: DataPlan, bundle: ClipBundle, world: World) -> PairStream | None:
+def eval_stream(cfg: TuneConfig, plan: DataPlan, bundle: ClipBundle, *, world: World) -> PairStream | None:
     """Held-out pairs: ``eval.urls`` if given, else the held-out share of the training sources."""
     if cfg.eval.urls:
         sources, holdout, split = [make_source(cfg.eval.urls)], 0.0, "all"

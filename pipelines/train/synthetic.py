@@ -2,17 +2,17 @@
 
 Each pair is a mean-filled S×S crop with one random ellipse-like blob whose colour identifies the
 noun (plus noise), its mask, the noun and a metadata json; shards are committed with the same
-writer the mining job uses (``pipelines/shards.py``), so readers see exactly what ``jobs/mine.py``
-writes: ``pairs-%06d.tar`` + ``pairs-%06d.stats.json`` + ``sizes.json``.
+writer and the same :class:`~pipelines.pair_format.PairMeta` the mining job uses, so readers see
+exactly what ``jobs/mine.py`` writes (format: :mod:`pipelines.pair_format`).
 """
 from __future__ import annotations
 
-import json
 import logging
 from typing import Sequence
 
 import numpy as np
 
+from pipelines.pair_format import PairMeta, pair_key, pair_sample
 from pipelines.shards import ShardWriter, encode_jpeg, encode_png, write_sizes
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ def write_synthetic_pairs(
     out_url: str,
     n_shards: int = 2,
     per_shard: int = 32,
+    *,
     size: int = 64,
     nouns: Sequence[str] = DEFAULT_NOUNS,
     seed: int = 0,
@@ -52,21 +53,15 @@ def write_synthetic_pairs(
                 label = int(rng.integers(len(nouns)))
                 crop, mask = _pair(rng, size, palette[label])
                 image_key = f"img{unit:03d}{k // 4:04d}"
-                meta = {
-                    "noun": nouns[label], "score": 0.3, "runner_up_noun": None,
-                    "runner_up_score": None, "margin": None, "caption": f"a {nouns[label]}",
-                    "image_key": image_key, "image_id": None, "source_url": None,
-                    "box": [0, 0, size, size], "area": int((mask > 0).sum()),
-                    "image_size": [size, size], "proposal_backend": "synthetic",
-                    "proposal_index": k % 4, "proposal_score": 1.0, "unit": unit,
-                }
-                writer.write({
-                    "__key__": f"u{unit:06d}_{image_key}_{k % 4:03d}",
-                    "jpg": encode_jpeg(crop, quality=95),
-                    "png": encode_png(mask),
-                    "txt": nouns[label].encode("utf-8"),
-                    "json": json.dumps(meta).encode("utf-8"),
-                })
+                meta = PairMeta(
+                    noun=nouns[label], score=0.3, runner_up_noun=None, runner_up_score=None,
+                    margin=None, caption=f"a {nouns[label]}", image_key=image_key, image_id=None,
+                    source_url=None, box=[0, 0, size, size], area=int((mask > 0).sum()),
+                    image_size=[size, size], proposal_backend="synthetic", proposal_index=k % 4,
+                    proposal_score=1.0, unit=unit, clip_model="synthetic",
+                )
+                writer.write(pair_sample(key=pair_key(unit, image_key, k % 4), jpg=encode_jpeg(crop, quality=95),
+                                         png=encode_png(mask), meta=meta))
             writer.commit({"unit": unit, "pairs": per_shard})
             stats[unit] = {"pairs_written": per_shard}
     sizes = write_sizes(out_url, stats)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass
@@ -27,41 +28,47 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
+from pipelines.pair_format import PairMeta, iter_committed
+from pipelines.records import SkipSample
+
 from .categories import CATEGORIES
 
 __all__ = ["MinedPair", "read_pairs", "pair_mask", "GroundTruth", "mining_quality"]
 
+log = logging.getLogger(__name__)
 _WORLD_PLURALS = {c.name: c.plural for c in CATEGORIES}
 
 
-@dataclass
+@dataclass(kw_only=True)
 class MinedPair:
     """One pair read back from a ``pairs-*.tar`` shard."""
 
-    key: str
-    noun: str
-    meta: dict  # the pair's json (image_id, box, image_size, score, ...)
+    key: str  # the sample key
+    meta: PairMeta  # the pair's json (noun, image_id, box, image_size, score, ...)
     mask: np.ndarray  # bool [S, S], crop-aligned
 
+    @property
+    def noun(self) -> str:
+        return self.meta.noun
 
-def read_pairs(folder: str | Path) -> Iterator[MinedPair]:
-    """All pairs of the committed shards in ``folder`` (sorted by shard name, then tar order)."""
-    from pipelines.pair_data import iter_tar
 
-    folder = Path(folder)
-    for tar_path in sorted(folder.glob("pairs-*.tar")):
-        if not tar_path.with_name(tar_path.stem + ".stats.json").exists():
-            continue  # not committed
-        for s in iter_tar(str(tar_path), Counter()):
-            meta = json.loads(s["json"])
-            mask = np.asarray(Image.open(io.BytesIO(s["png"])).convert("L")) > 127
-            yield MinedPair(s["__key__"], s["txt"].decode("utf-8"), meta, mask)
+def read_pairs(folder: str | Path, storage_options: dict | None = None) -> Iterator[MinedPair]:
+    """All pairs of the committed shards in ``folder`` (in unit order, then tar order)."""
+    skips: Counter = Counter()
+    for s in iter_committed(str(folder), skips, storage_options):
+        try:
+            meta = PairMeta.from_json(s.get("json", b""))
+        except SkipSample as err:
+            log.warning("pair %s skipped: %s", s["__key__"], err)
+            continue
+        mask = np.asarray(Image.open(io.BytesIO(s["png"])).convert("L")) > 127
+        yield MinedPair(key=s["__key__"], meta=meta, mask=mask)
 
 
 def pair_mask(pair: MinedPair) -> np.ndarray:
     """The pair's mask in source-image pixels: bool [H, W] (``meta.image_size``)."""
-    h, w = pair.meta["image_size"]
-    x0, y0, x1, y1 = pair.meta["box"]
+    h, w = pair.meta.image_size
+    x0, y0, x1, y1 = pair.meta.box
     full = np.zeros((h, w), dtype=bool)
     if x1 <= x0 or y1 <= y0:
         return full
@@ -117,7 +124,7 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
     return float(inter / union) if union else 0.0
 
 
-def mining_quality(pairs_folder: str | Path, gt: GroundTruth, iou_threshold: float = 0.5,
+def mining_quality(pairs_folder: str | Path, gt: GroundTruth, iou_threshold: float = 0.5, *,
                    image_ids: set[int] | None = None, min_margin: float | None = None) -> dict:
     """Precision / recall of the pairs in ``pairs_folder`` against ``gt``.
 
@@ -141,10 +148,10 @@ def mining_quality(pairs_folder: str | Path, gt: GroundTruth, iou_threshold: flo
     names = set(gt.names.values())
     mined_ids: set[int] = set()
     for pair in read_pairs(pairs_folder):
-        margin = pair.meta.get("margin")
+        margin = pair.meta.margin
         if min_margin is not None and margin is not None and margin < min_margin:
             continue
-        image_id = int(pair.meta["image_id"])
+        image_id = int(pair.meta.image_id)
         mined_ids.add(image_id)
         n_pairs += 1
         per_noun[pair.noun] += 1

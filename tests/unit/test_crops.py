@@ -67,7 +67,7 @@ def test_soft_masks_are_thresholded():
 def test_zero_fill_and_expand_ratio():
     out = masked_crops(_image(), _l_mask()[None], size=3, fill=(0, 0, 0), expand_ratio=1.0)
     assert out.crops[0, :, 0, 1].tolist() == [0.0, 0.0, 0.0]
-    assert expand_boxes(torch.tensor([[2, 1, 5, 4]]), 2.0, 6, 8).tolist() == [[0, 0, 7, 6]]
+    assert expand_boxes(torch.tensor([[2, 1, 5, 4]]), 2.0, 6, width=8).tolist() == [[0, 0, 7, 6]]
 
 
 def test_normalize_matches_clip_formula():

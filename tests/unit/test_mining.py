@@ -1,4 +1,5 @@
 """One unit mined end to end without Ray, with every kind of bad input in it."""
+import dataclasses
 import io
 import json
 
@@ -11,7 +12,8 @@ from PIL import Image
 from pipelines.config import load_config
 from pipelines.mine_config import MineConfig
 from pipelines.mining import UnitMiner
-from pipelines.shards import committed_units, shard_url
+from pipelines.pair_format import PairMeta, shard_url
+from pipelines.shards import committed_units
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +68,7 @@ def test_bad_inputs_are_counted_and_the_shard_commits(corpus, tmp_path):
     assert set(np.unique(np.asarray(mask))) <= {0, 255} and np.asarray(mask).max() == 255
     meta = s["json"]
     assert meta["noun"] == s["txt"] and meta["proposal_backend"] == "superpixel"
+    assert list(meta) == [f.name for f in dataclasses.fields(PairMeta)]  # exactly the format's fields
     assert meta["image_key"] and "." not in s["__key__"]
     x0, y0, x1, y1 = meta["box"]
     assert 0 <= x0 < x1 <= meta["image_size"][1] and 0 <= y0 < y1 <= meta["image_size"][0]

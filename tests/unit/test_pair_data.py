@@ -10,15 +10,8 @@ import tarfile
 import pytest
 import torch
 
-from pipelines.pair_data import (
-    PairStream,
-    decode_pair,
-    epoch_samples,
-    expand_urls,
-    iter_tar,
-    make_loader,
-    make_source,
-)
+from pipelines.pair_data import PairStream, decode_pair, epoch_samples, make_loader, make_source
+from pipelines.pair_format import iter_tar, shard_urls
 from pipelines.train.synthetic import write_synthetic_pairs
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -43,20 +36,20 @@ def keys_of(batches) -> list[str]:
 
 def test_expand_urls_patterns(pairs):
     a = str(pairs / "a")
-    by_folder = expand_urls(a)
+    by_folder = shard_urls(a)
     assert [u.rsplit("/", 1)[1] for u in by_folder] == [f"pairs-{i:06d}.tar" for i in range(4)]
-    assert expand_urls(a + "/pairs-{000000..000003}.tar") == by_folder
-    assert expand_urls(a + "/pairs-*.tar") == by_folder
-    both = expand_urls(f"{a}::file://{pairs / 'b'}")
+    assert shard_urls(a + "/pairs-{000000..000003}.tar") == by_folder
+    assert shard_urls(a + "/pairs-*.tar") == by_folder
+    both = shard_urls(f"{a}::file://{pairs / 'b'}")
     assert len(both) == 5 and both[-1].startswith("file://")
     with pytest.raises(FileNotFoundError):
-        expand_urls(str(pairs / "nothing"))
+        shard_urls(str(pairs / "nothing"))
 
 
 def test_uncommitted_shard_is_ignored(tmp_path):
     write_synthetic_pairs(str(tmp_path), n_shards=2, per_shard=2, size=32)
     (tmp_path / "pairs-000001.stats.json").unlink()
-    assert [u.rsplit("/", 1)[1] for u in expand_urls(str(tmp_path))] == ["pairs-000000.tar"]
+    assert [u.rsplit("/", 1)[1] for u in shard_urls(str(tmp_path))] == ["pairs-000000.tar"]
 
 
 def test_sizes_and_epoch(pairs):
@@ -67,8 +60,8 @@ def test_sizes_and_epoch(pairs):
 
 
 def test_decode_pair_shapes(pairs):
-    sample = next(iter_tar(expand_urls(str(pairs / "a"))[0], collections.Counter()))
-    image, mask, noun = decode_pair(sample, 48, MEAN, STD)  # resized from 32
+    sample = next(iter_tar(shard_urls(str(pairs / "a"))[0], collections.Counter()))
+    image, mask, noun = decode_pair(sample, 48, mean=MEAN, std=STD)  # resized from 32
     assert image.shape == (3, 48, 48) and image.dtype == torch.float32
     assert mask.shape == (1, 48, 48) and mask.dtype == torch.bool and mask.any()
     assert noun == json.loads(sample["json"])["noun"]
@@ -115,7 +108,7 @@ def _tar_bytes(members: dict[str, bytes]) -> bytes:
 
 
 def test_bad_samples_are_skipped_and_counted(pairs, tmp_path):
-    good = next(iter_tar(expand_urls(str(pairs / "a"))[0], collections.Counter()))
+    good = next(iter_tar(shard_urls(str(pairs / "a"))[0], collections.Counter()))
     black = io.BytesIO()
     from PIL import Image
 

@@ -11,6 +11,7 @@ from pipelines.mine_config import MineConfig
 from pipelines.mining import UnitMiner
 from pipelines.report import ground_truth_quality, write_report
 from pipelines.shards import committed_units
+from pipelines.stats import RunResult
 from tests.conftest import REPO
 
 
@@ -33,7 +34,8 @@ def test_report_with_ground_truth(world, tmp_path):
     gt = ground_truth_quality(str(out), cfg.proposals.instances_url, cfg.corpus.url)
     assert gt["pairs"] == sum(s["pairs"] for s in mined) > 0
     assert 0.0 < gt["precision"] <= 1.0 and gt["correct"] <= gt["pairs"]
-    report = write_report(str(out), committed_units(str(out)), mined, 2.0, {}, {"x": 1}, 12, gt)
+    run = RunResult(all_committed=committed_units(str(out)), mined=mined, seconds=2.0)
+    report = write_report(str(out), run, config={"x": 1}, n_sheet=12, ground_truth=gt)
     assert report["totals"]["images"] == 12 and report["images_per_s"] == pytest.approx(6.0)
     assert report["totals"]["pairs"] == sum(report["totals"]["score_hist"])
     md = (out / "report.md").read_text()

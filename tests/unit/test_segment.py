@@ -50,14 +50,14 @@ def test_classify_and_segment_shapes(tiny):
     masks[0, :20] = True
     masks[1, 20:] = True  # mask 2 stays empty
     text = torch.nn.functional.normalize(torch.randn(5, tiny.embed_dim), dim=-1)
-    probs, valid = classify_masks(tiny, image, masks, text)
+    probs, valid = classify_masks(tiny, image, masks, text_emb=text)
     assert probs.shape == (3, 5) and valid.tolist() == [True, True, False]
     assert torch.allclose(probs.sum(-1), torch.ones(3), atol=1e-5)
     assert torch.allclose(probs[2], torch.full((5,), 0.2))
     prompt = MaskPrompt(tiny.model.visual, depth=1)
-    p2, _ = classify_masks(tiny, image, masks, text, prompt=prompt)
+    p2, _ = classify_masks(tiny, image, masks, text_emb=text, prompt=prompt)
     assert p2.shape == (3, 5)
-    res = segment_image(tiny, image, masks, text)
+    res = segment_image(tiny, image, masks, text_emb=text)
     assert res.label.shape == (40, 48)
     assert set(res.label.unique().tolist()) <= set(range(5))  # the two masks cover every pixel
     assert (res.label[:20] == probs[0].argmax()).all()

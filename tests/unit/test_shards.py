@@ -5,7 +5,8 @@ import tarfile
 import pytest
 import webdataset as wds
 
-from pipelines.shards import ShardWriter, committed_units, shard_url, stats_url, write_sizes
+from pipelines.pair_format import shard_url, stats_url
+from pipelines.shards import ShardWriter, committed_units, write_sizes
 
 
 def _sample(key: str) -> dict:

@@ -23,7 +23,7 @@ def test_vocab_ce_same_noun_is_not_a_negative():
     nouns = ["a", "a", "b", "c", "a"]
     img = F.normalize(torch.randn(5, 8), dim=-1)
     scale = torch.tensor(math.log(10.0))
-    loss, acc = vocab_ce_loss(img, nouns, ["a", "b", "c"], text, scale)
+    loss, acc = vocab_ce_loss(img, nouns, ["a", "b", "c"], text_features=text, logit_scale=scale)
     labels = torch.tensor([0, 0, 1, 2, 0])
     assert torch.allclose(loss, F.cross_entropy(10 * img @ text.T, labels))
     # with frozen (identical) text embeddings per noun, the image->text half of the contrastive
@@ -38,7 +38,7 @@ def test_vocab_ce_same_noun_is_not_a_negative():
     assert not torch.allclose(full, loss)
     # a perfect crop embedding: vocab CE -> 0 at high temperature, contrastive cannot (duplicates)
     big = torch.tensor(math.log(1000.0))
-    perfect, acc = vocab_ce_loss(text[labels], nouns, ["a", "b", "c"], text, big)
+    perfect, acc = vocab_ce_loss(text[labels], nouns, ["a", "b", "c"], text_features=text, logit_scale=big)
     assert perfect < 1e-3 and acc == 1.0
     dup, acc_c = contrastive_loss(text[labels], per_pair_text, big)
     assert dup > 0.5 and acc_c == 1.0
@@ -107,7 +107,8 @@ def test_prompt_export_roundtrip_and_ovseg_layout(tmp_path):
     base = {"model": {"backbone.w": torch.ones(1), "clip_adapter.clip_model.visual.proj": torch.zeros(1)},
             "iteration": 7}
     torch.save(base, tmp_path / "ovseg.pth")
-    out = mpt_export.save_ovseg(tmp_path / "merged.pth", model.mask_embedding, None, tmp_path / "ovseg.pth")
+    out = mpt_export.save_ovseg(tmp_path / "merged.pth", model.mask_embedding, None,
+                                base_checkpoint=tmp_path / "ovseg.pth")
     merged = torch.load(out, weights_only=True)
     assert merged["iteration"] == 7 and set(merged["model"]) == {
         "backbone.w", "clip_adapter.clip_model.visual.proj", "clip_adapter.clip_model.visual.mask_embedding"}

@@ -40,7 +40,7 @@ def test_masked_crops_of_heldout_regions_beat_chance(world_clip):
         scene, _ = make_sample(0, "val", i)
         masks = torch.from_numpy(np.stack([inst.mask for inst in scene.instances]))
         gt = torch.tensor([inst.category.train_id for inst in scene.instances])
-        probs, valid = classify_masks(world_clip, torch.from_numpy(scene.image).permute(2, 0, 1), masks, text)
+        probs, valid = classify_masks(world_clip, torch.from_numpy(scene.image).permute(2, 0, 1), masks, text_emb=text)
         hits += int(((probs.argmax(1) == gt) & valid).sum())
         total += int(valid.sum())
     assert hits / total > 4 * CHANCE, hits / total

@@ -2,40 +2,33 @@
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ovseg.crops import masked_crops
+from pipelines.pair_format import PairMeta, pair_key, pair_sample
+from pipelines.shards import ShardWriter, encode_jpeg, encode_png
 from pipelines.world.evaluate import GroundTruth, mining_quality, pair_mask, read_pairs
 from pipelines.world.generate import generate_split, image_id_of, make_sample
 
 
-def _png(mask: np.ndarray) -> bytes:
-    buf = io.BytesIO()
-    Image.fromarray(mask.astype(np.uint8) * 255, mode="L").save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def _write_pairs(folder: Path, pairs: list[tuple[int, str, np.ndarray]], size: int = 64) -> None:
-    """pairs-000000.tar in the mining contract (png crop mask, txt noun, json with box) + commit marker."""
-    folder.mkdir(parents=True)
-    with tarfile.open(folder / "pairs-000000.tar", "w") as tf:
+    """pairs-000000.tar written through the pair format's writer (committed)."""
+    with ShardWriter(str(folder), 0) as writer:
         for k, (image_id, noun, mask) in enumerate(pairs):
             mc = masked_crops(torch.zeros(3, *mask.shape), torch.from_numpy(mask)[None], size)
-            meta = {"noun": noun, "image_id": image_id, "box": mc.boxes[0].tolist(),
-                    "image_size": list(mask.shape)}
-            for ext, data in (("png", _png(mc.masks[0, 0].numpy())), ("txt", noun.encode()),
-                              ("json", json.dumps(meta).encode())):
-                info = tarfile.TarInfo(f"u000000_{k:04d}.{ext}")
-                info.size = len(data)
-                tf.addfile(info, io.BytesIO(data))
-    (folder / "pairs-000000.stats.json").write_text("{}")
+            meta = PairMeta(noun=noun, score=0.5, runner_up_noun=None, runner_up_score=None, margin=None,
+                            caption=None, image_key=f"i{image_id}", image_id=image_id,
+                            source_url=None, box=mc.boxes[0].tolist(), area=int(mask.sum()),
+                            image_size=list(mask.shape), proposal_backend="gt", proposal_index=k,
+                            proposal_score=1.0, unit=0, clip_model="none")
+            crop = np.zeros((size, size, 3), np.uint8)
+            writer.write(pair_sample(key=pair_key(0, f"i{image_id}", k), jpg=encode_jpeg(crop),
+                                     png=encode_png(mc.masks[0, 0].numpy().astype(np.uint8) * 255), meta=meta))
+        writer.commit({"unit": 0})
 
 
 def test_gt_pairs_are_precise_and_wrong_nouns_are_not(tmp_path):

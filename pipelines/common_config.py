@@ -1,0 +1,38 @@
+"""Config sections shared by mining and tuning: which CLIP weights, and where / how a run computes.
+
+One definition each, imported by :mod:`pipelines.mine_config` and :mod:`pipelines.train.config`
+(which extend them with their own keys). Every field has a one-line comment: ``--help`` shows it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from pipelines.config import check
+
+DEVICES = ("auto", "cpu", "cuda")
+
+
+@dataclass(kw_only=True)
+class ClipSection:
+    """The CLIP weights: an open_clip model config plus a pretrained tag or a local state dict."""
+
+    model: str = "ViT-B-16"  # open_clip model config name (a ViT)
+    pretrained: Optional[str] = "openai"  # open_clip pretrained tag (real weights), or None (random init)
+    checkpoint: Optional[str] = None  # local CLIP state dict; overrides `pretrained`
+
+    def validate(self, prefix: str) -> None:
+        if self.checkpoint and "://" not in self.checkpoint:
+            check(Path(self.checkpoint).exists(), prefix + "checkpoint", f"file not found: {self.checkpoint}")
+
+
+@dataclass(kw_only=True)
+class RunBase:
+    """Where a run computes and how it seeds its random numbers."""
+
+    device: str = "auto"  # auto (the process's GPU when it has one, else cpu) | cpu | cuda
+    seed: int = 0  # random seed (model init, shuffling)
+
+    def validate(self, prefix: str) -> None:
+        check(self.device in DEVICES, prefix + "device", " | ".join(DEVICES))
