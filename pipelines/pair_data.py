@@ -25,7 +25,7 @@ import math
 import random
 import tarfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Iterator, Sequence
 
@@ -52,10 +52,11 @@ class PairSource:
     shards: tuple[str, ...]
     weight: float = 1.0
     num_samples: int | None = None  # from sizes.json; None when unknown
+    storage_options: dict | None = field(default=None, hash=False, compare=False)  # fsspec options of the shards
 
 
 # ----------------------------------------------------------------------------- shard lists
-def expand_urls(spec: str) -> list[str]:
+def expand_urls(spec: str, storage_options: dict | None = None) -> list[str]:
     """Expand a source string into shard URLs (order kept; folders and globs sorted).
 
     Raises:
@@ -68,7 +69,7 @@ def expand_urls(spec: str) -> list[str]:
         if "{" in part:
             urls.extend(braceexpand.braceexpand(part))
             continue
-        fs, path = fsspec.core.url_to_fs(part)
+        fs, path = fsspec.core.url_to_fs(part, **(storage_options or {}))
         protocol = part.split("://", 1)[0] + "://" if "://" in part else ""
         if any(c in path for c in "*?["):
             found = sorted(fs.glob(path))
@@ -102,7 +103,7 @@ def _parent(url: str) -> str:
     return str(PurePosixPath(url).parent)
 
 
-def read_sizes(shards: Sequence[str]) -> dict[str, int]:
+def read_sizes(shards: Sequence[str], storage_options: dict | None = None) -> dict[str, int]:
     """Sample counts of ``shards`` from the ``sizes.json`` next to them (missing ones left out)."""
     by_dir: dict[str, dict[str, int]] = {}
     sizes: dict[str, int] = {}
@@ -110,7 +111,7 @@ def read_sizes(shards: Sequence[str]) -> dict[str, int]:
         folder = _parent(url)
         if folder not in by_dir:
             try:
-                with fsspec.open(f"{folder}/sizes.json", "rt") as f:
+                with fsspec.open(f"{folder}/sizes.json", "rt", **(storage_options or {})) as f:
                     by_dir[folder] = {str(k): int(v) for k, v in json.load(f).items()}
             except (FileNotFoundError, OSError, ValueError) as err:
                 log.warning("no usable sizes.json in %s (%s)", folder, err)
@@ -121,20 +122,20 @@ def read_sizes(shards: Sequence[str]) -> dict[str, int]:
     return sizes
 
 
-def make_source(spec: str, weight: float = 1.0) -> PairSource:
+def make_source(spec: str, weight: float = 1.0, storage_options: dict | None = None) -> PairSource:
     """Expand ``spec`` and count its samples from ``sizes.json`` (None if any shard is unknown)."""
     if not weight > 0:
         raise ValueError(f"mixing weight must be > 0, got {weight} for {spec!r}")
-    shards = tuple(expand_urls(spec))
-    sizes = read_sizes(shards)
+    shards = tuple(expand_urls(spec, storage_options))
+    sizes = read_sizes(shards, storage_options)
     total = sum(sizes.values()) if len(sizes) == len(shards) else None
     if total is None:
         log.warning("%d of %d shards of %s have no size", len(shards) - len(sizes), len(shards), spec)
-    return PairSource(shards=shards, weight=weight, num_samples=total)
+    return PairSource(shards=shards, weight=weight, num_samples=total, storage_options=storage_options or None)
 
 
 # ----------------------------------------------------------------------------- samples
-def iter_tar(url: str, skips: collections.Counter) -> Iterator[dict]:
+def iter_tar(url: str, skips: collections.Counter, storage_options: dict | None = None) -> Iterator[dict]:
     """Samples of one tar shard: ``{"__key__", "__url__", ext: bytes, ...}``, grouped by key.
 
     A shard that cannot be opened or breaks midway is counted as ``shard_error``; the samples read
@@ -142,7 +143,7 @@ def iter_tar(url: str, skips: collections.Counter) -> Iterator[dict]:
     """
     current: dict | None = None
     try:
-        with fsspec.open(url, "rb") as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
+        with fsspec.open(url, "rb", **(storage_options or {})) as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
             for member in tar:
                 if not member.isfile():
                     continue
@@ -281,7 +282,7 @@ class PairStream(IterableDataset):
             mine = shards[consumer::n_consumers] if by_shard else shards
             position = yielded = 0
             for url in mine:
-                for sample in iter_tar(url, skips):
+                for sample in iter_tar(url, skips, source.storage_options):
                     position += 1
                     if not by_shard and (position - 1) % n_consumers != consumer:
                         continue
