@@ -36,9 +36,11 @@ def _url_cached(url: str) -> bool:
     return os.path.isfile(os.path.join(cache, os.path.basename(urlparse(url).path)))
 
 
-def _reachable(host: str, timeout: float) -> bool:
+def _reachable(url: str, timeout: float) -> bool:
+    parsed = urlparse(url)
+    port = parsed.port or (80 if parsed.scheme == "http" else 443)
     try:
-        with socket.create_connection((host, 443), timeout=timeout):
+        with socket.create_connection((parsed.hostname or "", port), timeout=timeout):
             return True
     except OSError:
         return False
@@ -60,9 +62,10 @@ def unavailable_reason(model_name: str, tag: str, *, timeout: float = 3.0) -> st
     if hf_hub:
         if _truthy(os.environ.get("HF_HUB_OFFLINE")):
             return f"weights of {model_name}/{tag} are not in the hub cache and HF_HUB_OFFLINE is set"
-        host = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co").hostname or "huggingface.co"
+        endpoint = os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
     else:
-        host = urlparse(url).hostname or ""
-    if not _reachable(host, timeout):
-        return f"weights of {model_name}/{tag} are not cached and {host} cannot be reached (offline?)"
+        endpoint = url
+    if not _reachable(endpoint, timeout):
+        where = urlparse(endpoint).netloc
+        return f"weights of {model_name}/{tag} are not cached and {where} cannot be reached (offline?)"
     return None
