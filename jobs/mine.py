@@ -1,7 +1,10 @@
 """Mine (masked crop, noun) pairs from an image–caption corpus into WebDataset shards.
 
   python jobs/mine.py [--config conf/mine.yaml] [key.sub=value ...]
-  ray job submit --working-dir . -- python jobs/mine.py --config conf/smoke/mine.yaml output.url=/abs/out
+  ray job submit -- python jobs/mine.py --config conf/smoke/mine.yaml output.url=/shared/out
+
+Relative local paths (corpus, checkpoint, annotations, output) are relative to the directory the
+job is started in; they are made absolute here, on the driver, before any actor sees the config.
 
 Without a Ray address (``ray.address`` or ``RAY_ADDRESS``) a local Ray is started. A rerun skips the
 units already committed in ``output.url`` and redoes the rest.
@@ -22,6 +25,8 @@ from pipelines.config import ConfigError, load_config  # noqa: E402
 from pipelines.config_help import help_text  # noqa: E402
 from pipelines.mine_config import MineConfig  # noqa: E402
 
+WEIGHT_FILES = (".pt", ".pth", ".bin", ".safetensors")
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, epilog=help_text(MineConfig),
@@ -41,13 +46,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     from pipelines.config import as_dict
+    from pipelines.mine_summary import closing_lines
     from pipelines.ray_runner import plan, run_mining
-    from pipelines.report import ground_truth_quality, write_report
+    from pipelines.report import ground_truth_check, write_report
+    from pipelines.run_paths import StorageError, resolve_local_paths
 
-    if "RAY_JOB_CONFIG_JSON_ENV_VAR" in os.environ and "://" not in cfg.output.url and not os.path.isabs(cfg.output.url):
-        print(f"warning: output.url={cfg.output.url} is relative inside a Ray job: it lands in the job's copy of "
-              "--working-dir, which Ray deletes; give an absolute path or an s3:// / gs:// URL", file=sys.stderr)
-    todo, committed = plan(cfg)
+    cfg = resolve_local_paths(cfg)  # once, here: actors run in other directories
+    if cfg.clip.pretrained and not cfg.clip.checkpoint and not cfg.clip.pretrained.endswith(WEIGHT_FILES):
+        from ovseg.clip_weights import unavailable_reason
+
+        if reason := unavailable_reason(cfg.clip.model, cfg.clip.pretrained):  # seconds, not hub retries
+            print(f"error: {reason}; download them elsewhere and set clip.checkpoint=/path/to/weights", file=sys.stderr)
+            return 3
+    if ("working_dir" in os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "") and "://" not in cfg.output.url
+            and os.path.realpath(cfg.output.url).startswith(os.path.realpath(os.getcwd()))):
+        print(f"warning: output.url={cfg.output.url} lies in the job's copy of --working-dir, which Ray deletes; "
+              "give an absolute path or an s3:// / gs:// URL", file=sys.stderr)
+    planned = todo, committed = plan(cfg)
     print(f"mining {cfg.corpus.url} -> {cfg.output.url}: {len(todo)} units to mine, "
           f"{len(committed)} already committed; CLIP {cfg.clip.model}/{cfg.clip.pretrained or cfg.clip.checkpoint}, "
           f"proposals {cfg.proposals.backend}")
@@ -63,34 +78,30 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.ray_runner import ActorStartError
 
     try:
-        result = run_mining(cfg, on_unit)
-    except ActorStartError as err:
+        result = run_mining(cfg, on_unit, planned=planned)
+    except (ActorStartError, StorageError) as err:
         bar.close()
+        logging.getLogger("mine").debug("start-up failed", exc_info=True)
         print(f"error: {err}", file=sys.stderr)
         return 3
     bar.close()
     report = None
-    if cfg.output.report:
-        gt = None
-        if cfg.proposals.instances_url and result.all_committed:
-            captions = cfg.corpus.url if cfg.corpus.format == "coco" else None
-            gt = ground_truth_quality(cfg.output.url, cfg.proposals.instances_url, captions)
-        report = write_report(cfg.output.url, result, config=as_dict(cfg),
-                              n_sheet=cfg.output.contact_sheet_pairs, ground_truth=gt)
-    t = report["totals"] if report else {}
-    print(f"done in {result.seconds:.1f} s: {len(result.mined)} units mined this run, "
-          f"{len(result.all_committed)} committed in total, {len(result.failed)} failed")
-    if report:
-        print(f"  images {t['images']}  captions {t['captions']}  nouns {t['nouns']}  proposals {t['proposals']}  "
-              f"pairs {t['pairs']} ({t['unique_nouns']} unique nouns)")
-        print(f"  this run: {report['images_per_s']:.2f} images/s, {report['pairs_per_s']:.2f} pairs/s overall"
-              + (f"; {report['mining_images_per_s']:.2f} images/s, {report['mining_pairs_per_s']:.2f} pairs/s "
-                 "after start-up" if report.get("mining_images_per_s") else ""))
-        print(f"  skipped: {t['skipped'] or 'none'}")
-        if report.get("ground_truth"):
-            g = report["ground_truth"]
-            print(f"  against ground truth: pair precision {g['precision']:.3f}, recall {g['recall']:.3f}")
-        print(f"  report: {cfg.output.url}/report.md  contact sheet: {cfg.output.url}/contact_sheet.png")
+    if cfg.output.report and result.all_committed:
+        gt = judge = None
+        if cfg.proposals.instances_url:
+            gt, judge = ground_truth_check(
+                cfg.output.url, cfg.proposals.instances_url, cfg.corpus.url if cfg.corpus.format == "coco" else None,
+                storage_options=cfg.output.storage_options, corpus_storage_options=cfg.corpus.storage_options)
+        report = write_report(cfg.output.url, result, config=as_dict(cfg), n_sheet=cfg.output.contact_sheet_pairs,
+                              ground_truth=gt, storage_options=cfg.output.storage_options, judge=judge)
+    print("\n".join(closing_lines(result, report, cfg.output.url)))
+    for message in result.mismatched.values():
+        print(f"error: {message}", file=sys.stderr)
+    if result.mined and not result.all_committed:
+        print(f"error: {len(result.mined)} units were mined but none is committed at {cfg.output.url}", file=sys.stderr)
+        return 4
+    if result.mismatched:
+        return 4
     return 1 if result.failed else 0
 
 

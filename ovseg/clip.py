@@ -14,10 +14,11 @@ open_clip when this module is imported, so they are usable by name everywhere.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import open_clip
 import torch
@@ -100,6 +101,30 @@ def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
+class _DropRandomInitWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _quiet_random_init(active: bool) -> Iterator[None]:
+    """Silence open_clip's "Model initialized randomly" while building a model a checkpoint will fill."""
+    if not active:
+        yield
+        return
+    root, flt = logging.getLogger(), _DropRandomInitWarning()
+    handlers = list(root.handlers)
+    root.addFilter(flt)
+    for handler in handlers:  # records of child loggers skip the root logger's filters
+        handler.addFilter(flt)
+    try:
+        yield
+    finally:
+        root.removeFilter(flt)
+        for handler in handlers:
+            handler.removeFilter(flt)
+
+
 def load_clip(
     model_name: str,
     pretrained: str | None = None,
@@ -134,8 +159,16 @@ def load_clip(
     }:
         checkpoint, pretrained = pretrained, None
     tag = pretrained
+    if tag is not None:
+        from ovseg.clip_weights import unavailable_reason
+
+        reason = unavailable_reason(model_name, tag)
+        if reason is not None:
+            raise ClipLoadError(f"{reason}: download the weights elsewhere and set clip.checkpoint=/path/to/weights "
+                                "(or use the offline presets under conf/smoke/)")
     try:
-        model = open_clip.create_model(model_name, pretrained=tag, precision=precision, device=device)
+        with _quiet_random_init(checkpoint is not None):
+            model = open_clip.create_model(model_name, pretrained=tag, precision=precision, device=device)
     except Exception as err:  # open_clip raises RuntimeError / OSError / HF errors when offline
         raise ClipLoadError(
             f"could not load pretrained weights {model_name}/{tag}: {err}. Real weights need either "

@@ -44,9 +44,9 @@ class NounSection:
 class ProposalSection:
     backend: str = "superpixel"  # a key of ovseg.proposals.PROPOSAL_REGISTRY
     options: dict[str, Any] = field(default_factory=dict)  # keyword options of the backend
-    instances_url: Optional[str] = None  # gt: COCO instances json (fsspec URL)
+    instances_url: Optional[str] = None  # gt / report: COCO instances json (fsspec URL, corpus.storage_options)
     panoptic_url: Optional[str] = None  # gt: COCO panoptic json (fsspec URL)
-    panoptic_root: Optional[str] = None  # gt: folder of panoptic PNGs (local path)
+    panoptic_root: Optional[str] = None  # gt: folder of panoptic PNGs (fsspec URL, corpus.storage_options)
     max_proposals: int = 64  # keep at most N proposals per image (highest score first)
 
     def validate(self, prefix: str) -> None:
@@ -85,7 +85,9 @@ class MatchSection:
 
 @dataclass(kw_only=True)
 class OutputSection:
-    url: str = "out/sample/pairs"  # fsspec URL of the output folder
+    url: str = "out/sample/pairs"  # fsspec URL of the output folder (relative: to the job's working directory)
+    storage_options: dict[str, Any] = field(default_factory=dict)  # passed to fsspec for every output read/write
+    shared_filesystem: bool = False  # a local output.url is a mount shared by every Ray node
     crop_size: Optional[int] = None  # side of the stored crops; None = the CLIP input size
     jpeg_quality: int = 90  # JPEG quality of the stored crops (1..100)
     overwrite: bool = False  # redo committed units instead of skipping them

@@ -8,6 +8,7 @@ current batch goes through the proposal model and CLIP. It has no Ray in it: Ray
 """
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -49,22 +50,27 @@ class PreparedImage:
     caption_of: dict[str, str] = field(default_factory=dict)  # noun → first caption naming it
 
 
-def _load_json(url: str | None) -> dict | None:
+def _load_json(url: str | None, storage_options: dict[str, Any]) -> dict | None:
     if url is None:
         return None
     import fsspec
 
-    with fsspec.open(url, "rb") as f:
+    with fsspec.open(url, "rb", **storage_options) as f:
         return json.loads(f.read())
 
 
 def build_proposal_backend(cfg: MineConfig):
-    """The configured proposal backend; annotation files for ``gt`` are read here via fsspec."""
+    """The configured proposal backend; annotation files for ``gt`` are read here via fsspec
+    (corpus-side files: ``corpus.storage_options``)."""
     options = dict(cfg.proposals.options)
     if cfg.proposals.backend == "gt":
-        options.setdefault("instances", _load_json(cfg.proposals.instances_url))
-        options.setdefault("panoptic", _load_json(cfg.proposals.panoptic_url))
+        storage = cfg.corpus.storage_options
+        options.setdefault("instances", _load_json(cfg.proposals.instances_url, storage))
+        options.setdefault("panoptic", _load_json(cfg.proposals.panoptic_url, storage))
         options.setdefault("panoptic_root", cfg.proposals.panoptic_root)
+        if cfg.proposals.panoptic_root:
+            root = cfg.proposals.panoptic_root.rstrip("/")
+            options.setdefault("read_file", functools.partial(_read_under, root, storage))
     return build_proposals(cfg.proposals.backend, **options)
 
 
@@ -83,6 +89,13 @@ def load_scoring_clip(cfg: MineConfig, device: torch.device) -> tuple[ClipBundle
     if bundle.name != cfg.clip.model:
         log.warning("clip.prompt was tuned on %s; clip.model=%s is ignored", bundle.name, cfg.clip.model)
     return bundle, prompted.prompt
+
+
+def _read_under(root: str, storage_options: dict[str, Any], name: str) -> bytes:
+    import fsspec
+
+    with fsspec.open(f"{root}/{name}", "rb", **storage_options) as f:
+        return f.read()
 
 
 def resolve_device(setting: str) -> torch.device:
@@ -251,7 +264,7 @@ class UnitMiner:
         """Mine ``unit`` into its shard and commit it; returns the committed stats."""
         started = time.time()
         stats = UnitStats(unit=unit.index, source=unit.source)
-        with ShardWriter(self.cfg.output.url, unit.index, self.cfg.corpus.storage_options) as writer:
+        with ShardWriter(self.cfg.output.url, unit.index, self.cfg.output.storage_options) as writer:
             for batch in self._batches(unit, stats):
                 try:
                     self._score_batch(batch, stats, writer, unit=unit)
@@ -259,7 +272,9 @@ class UnitMiner:
                     log.exception("unit %d: batch of %d images failed", unit.index, len(batch))
                     stats.skip(f"error_{type(err).__name__}", len(batch))
             result = stats.to_dict()
-            result.update(seconds=time.time() - started, worker=f"{socket.gethostname()}:{os.getpid()}",
-                          device=str(self.device))
+            finished = time.time()
+            result.update(seconds=finished - started, started=started, finished=finished,
+                          worker=f"{socket.gethostname()}:{os.getpid()}", device=str(self.device))
             writer.commit(result)
-        return dict(result, pairs_written=writer.count)
+        # where this worker wrote it, as its file system sees it (the driver checks it is there)
+        return dict(result, pairs_written=writer.count, output=writer.fs.unstrip_protocol(writer.path))

@@ -23,7 +23,7 @@ import logging
 import math
 import random
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterator, Optional, Sequence
 
 import numpy as np
@@ -46,7 +46,7 @@ class PairSource:
     shards: tuple[str, ...]
     weight: float = 1.0
     num_samples: int | None = None  # from sizes.json; None when unknown
-    storage_options: dict | None = None  # fsspec options of the shards' file system
+    storage_options: dict | None = field(default=None, hash=False, compare=False)  # fsspec options of the shards' file system
 
 
 def make_source(spec: str, weight: float = 1.0, storage_options: Optional[dict] = None) -> PairSource:
@@ -58,7 +58,7 @@ def make_source(spec: str, weight: float = 1.0, storage_options: Optional[dict] 
     total = sum(sizes.values()) if len(sizes) == len(shards) else None
     if total is None:
         log.warning("%d of %d shards of %s have no size", len(shards) - len(sizes), len(shards), spec)
-    return PairSource(shards=shards, weight=weight, num_samples=total, storage_options=storage_options)
+    return PairSource(shards=shards, weight=weight, num_samples=total, storage_options=storage_options or None)
 
 
 # ----------------------------------------------------------------------------- samples

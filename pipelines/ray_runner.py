@@ -18,7 +18,9 @@ import ray
 
 from pipelines.corpus.base import build_reader
 from pipelines.mine_config import MineConfig
+from pipelines.pair_format import shard_url
 from pipelines.records import WorkUnit
+from pipelines.run_paths import check_output_shared
 from pipelines.shards import committed_units, write_sizes
 from pipelines.stats import RunResult
 
@@ -53,6 +55,8 @@ def init_ray(cfg: MineConfig) -> bool:
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address, log_to_driver=True)
+        alive = sum(1 for node in ray.nodes() if node.get("Alive"))
+        check_output_shared(cfg.output.url, alive_nodes=alive, shared_filesystem=cfg.output.shared_filesystem)
         return False
     ray.init(include_dashboard=False, log_to_driver=True,
              num_cpus=max(os.cpu_count() or 1, int(cfg.ray.num_actors * cfg.ray.num_cpus_per_actor)))
@@ -64,19 +68,22 @@ def plan(cfg: MineConfig) -> tuple[list[WorkUnit], dict[int, dict]]:
     units = build_reader(cfg.corpus).plan_units()
     if cfg.run.max_units is not None:
         units = units[: cfg.run.max_units]
-    committed = {} if cfg.output.overwrite else committed_units(cfg.output.url, cfg.corpus.storage_options)
+    committed = {} if cfg.output.overwrite else committed_units(cfg.output.url, cfg.output.storage_options)
     return [u for u in units if u.index not in committed], committed
 
 
-def run_mining(cfg: MineConfig, on_unit: Callable[[dict[str, Any]], None] | None = None) -> RunResult:
+def run_mining(cfg: MineConfig, on_unit: Callable[[dict[str, Any]], None] | None = None, *,
+               planned: tuple[list[WorkUnit], dict[int, dict]] | None = None) -> RunResult:
     """Mine every uncommitted unit of the corpus; returns what happened.
 
     Args:
-        cfg: the mining config.
+        cfg: the mining config, its local paths already absolute
+            (:func:`pipelines.run_paths.resolve_local_paths`): actors run in other directories.
         on_unit: called on the driver with each committed unit's stats (progress bars).
+        planned: the result of :func:`plan` when the caller has it (the corpus is planned once).
     """
     started = time.time()
-    todo, committed = plan(cfg)
+    todo, committed = planned if planned is not None else plan(cfg)
     result = RunResult(planned=len(todo) + len(committed), skipped_committed=len(committed))
     log.info("%d units planned, %d already committed, %d to mine", result.planned, len(committed), len(todo))
     if todo:
@@ -86,10 +93,30 @@ def run_mining(cfg: MineConfig, on_unit: Callable[[dict[str, Any]], None] | None
         finally:
             if started_ray:
                 ray.shutdown()
-    result.all_committed = committed_units(cfg.output.url, cfg.corpus.storage_options)
-    result.sizes = write_sizes(cfg.output.url, result.all_committed, cfg.corpus.storage_options)
+    result.all_committed = committed_units(cfg.output.url, cfg.output.storage_options)
+    result.mismatched = verify_committed(result.mined, result.all_committed, cfg.output.url)
+    result.sizes = write_sizes(cfg.output.url, result.all_committed, cfg.output.storage_options)
     result.seconds = time.time() - started
     return result
+
+
+def verify_committed(mined: list[dict[str, Any]], found: dict[int, dict], out_url: str) -> dict[int, str]:
+    """``unit → message`` for every unit a worker reported committed that is not committed in ``out_url``.
+
+    Args:
+        mined: the stats the workers returned (``unit``, and ``output``: where the worker wrote).
+        found: :func:`pipelines.shards.committed_units` of ``out_url``, read by the driver.
+    """
+    problems = {}
+    for stats in mined:
+        index = int(stats["unit"])
+        if index not in found:
+            problems[index] = (f"unit {index}: the worker reported it committed at "
+                               f"{stats.get('output', '?')} but it is not committed at {shard_url(out_url, index)}")
+        elif (stats.get("worker"), stats.get("finished")) != (found[index].get("worker"), found[index].get("finished")):
+            problems[index] = (f"unit {index}: the worker committed it at {stats.get('output', '?')} but "
+                               f"{shard_url(out_url, index)} holds another run's commit")
+    return problems
 
 
 def _dispatch(cfg: MineConfig, todo: list[WorkUnit], result: RunResult, *, on_unit) -> None:

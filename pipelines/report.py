@@ -9,7 +9,7 @@ import io
 import json
 import logging
 from collections import Counter
-from typing import Any
+from typing import Any, Callable, Optional
 
 import numpy as np
 from fsspec.core import url_to_fs
@@ -18,21 +18,28 @@ from PIL import Image, ImageDraw, ImageFont
 from pipelines.pair_format import PairMeta, iter_tar, shard_url
 from pipelines.records import SkipSample
 from pipelines.stats import RunResult, aggregate
+from pipelines.throughput import accumulated_throughput
 
 log = logging.getLogger(__name__)
 
 TILE = 128
+Judge = Callable[[dict[str, Any]], Optional[str]]
 
 
-def sample_pairs(out_url: str, units: list[int], n: int) -> list[dict[str, Any]]:
-    """Up to ``n`` pairs spread over the committed ``units``: ``{key, image (PIL), noun, score}``."""
+def sample_pairs(out_url: str, units: list[int], n: int, *,
+                 storage_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Up to ``n`` pairs spread over the committed ``units``: ``{key, image (PIL), noun, score, meta, mask}``.
+
+    ``mask`` is the crop-aligned mask, bool ``[S, S]`` (None without a png member); ``meta`` the
+    pair's :class:`~pipelines.pair_format.PairMeta`.
+    """
     if not units or n <= 0:
         return []
     per_shard = max(1, -(-n // len(units)))
     out: list[dict[str, Any]] = []
     for index in units:
         taken = 0
-        for sample in iter_tar(shard_url(out_url, index), Counter()):
+        for sample in iter_tar(shard_url(out_url, index), Counter(), storage_options):
             if "jpg" not in sample or "json" not in sample:
                 continue
             try:
@@ -40,7 +47,9 @@ def sample_pairs(out_url: str, units: list[int], n: int) -> list[dict[str, Any]]
             except SkipSample:
                 continue
             image = Image.open(io.BytesIO(sample["jpg"])).convert("RGB")
-            out.append({"key": sample["__key__"], "image": image, "noun": meta.noun, "score": meta.score})
+            mask = (np.asarray(Image.open(io.BytesIO(sample["png"])).convert("L")) > 127) if "png" in sample else None
+            out.append({"key": sample["__key__"], "image": image, "noun": meta.noun, "score": meta.score,
+                        "meta": meta, "mask": mask})
             taken += 1
             if taken >= per_shard:
                 break
@@ -49,19 +58,49 @@ def sample_pairs(out_url: str, units: list[int], n: int) -> list[dict[str, Any]]
     return out[:n]
 
 
+RIGHT, WRONG = (0, 150, 60), (210, 30, 30)
+SHORT_REASONS = {"mask_iou_below_threshold": "mask IoU < 0.5", "noun_not_a_category": "not a category",
+                 "category_absent_from_image": "not in image"}
+
+
 def contact_sheet(pairs: list[dict[str, Any]], columns: int = 8) -> Image.Image:
-    """Grid of ``TILE``-px crops with their noun and score underneath."""
+    """Grid of ``TILE``-px crops with their noun and score underneath.
+
+    When a pair carries ``wrong`` (``None`` = right against the ground truth, else the reason), its
+    tile gets a green or red frame and the reason, and the sheet gets a legend on top.
+    """
+    judged = any("wrong" in p for p in pairs)
     rows = max(1, -(-len(pairs) // columns))
-    label_h = 30
-    sheet = Image.new("RGB", (columns * TILE, rows * (TILE + label_h)), "white")
+    label_h = 44 if judged else 30
+    top = 24 if judged else 0
+    sheet = Image.new("RGB", (columns * TILE, top + rows * (TILE + label_h)), "white")
     draw = ImageDraw.Draw(sheet)
     font = ImageFont.load_default(size=12)
+    if judged:
+        n_right = sum(1 for p in pairs if "wrong" in p and p["wrong"] is None)
+        draw.rectangle((4, 5, 18, 19), outline=RIGHT, width=3)
+        draw.text((24, 6), f"right against ground truth ({n_right})", fill="black", font=font)
+        draw.rectangle((260, 5, 274, 19), outline=WRONG, width=3)
+        draw.text((280, 6), f"wrong, reason under the tile ({len(pairs) - n_right})", fill="black", font=font)
     for i, pair in enumerate(pairs):
-        x, y = (i % columns) * TILE, (i // columns) * (TILE + label_h)
+        x, y = (i % columns) * TILE, top + (i // columns) * (TILE + label_h)
         sheet.paste(pair["image"].resize((TILE, TILE)), (x, y))
         draw.text((x + 3, y + TILE + 1), pair["noun"][:20], fill="black", font=font)
         draw.text((x + 3, y + TILE + 15), f"{pair['score']:.3f}", fill="dimgray", font=font)
+        if "wrong" in pair:
+            color = RIGHT if pair["wrong"] is None else WRONG
+            draw.rectangle((x + 1, y + 1, x + TILE - 2, y + TILE - 2), outline=color, width=4)
+            text = "right" if pair["wrong"] is None else SHORT_REASONS.get(pair["wrong"], pair["wrong"])[:18]
+            draw.text((x + 3, y + TILE + 29), text, fill=color, font=font)
     return sheet
+
+
+def score_axis(hist: list[int], bins: list[float], pad: float = 0.05) -> tuple[float, float]:
+    """The x range of the histogram: the occupied bins plus ``pad`` on each side (whole range if empty)."""
+    used = [i for i, count in enumerate(hist) if count]
+    if not used:
+        return bins[0], bins[-1]
+    return max(bins[0], bins[used[0]] - pad), min(bins[-1], bins[used[-1] + 1] + pad)
 
 
 def histogram_png(hist: list[int], bins: list[float]) -> Image.Image:
@@ -70,9 +109,12 @@ def histogram_png(hist: list[int], bins: list[float]) -> Image.Image:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401
 
     fig, ax = plt.subplots(figsize=(6, 3), dpi=100)
     ax.bar(np.array(bins[:-1]) + 0.025, hist, width=0.045, color="tab:blue")
+    ax.set_xlim(*score_axis(hist, bins))
+    ax.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
     ax.set_xlabel("CLIP cosine similarity of accepted pairs")
     ax.set_ylabel("pairs")
     fig.tight_layout()
@@ -89,9 +131,11 @@ def _markdown(report: dict[str, Any]) -> str:
         f"- units: {t['units']} committed ({report['mined_this_run']} this run, {len(report['failed'])} failed)",
         f"- images: {t['images']}, captions: {t['captions']}, nouns: {t['nouns']}, proposals: {t['proposals']}",
         f"- pairs: {t['pairs']} ({t['unique_nouns']} unique nouns)",
-        f"- this run: {report['seconds']:.1f} s, {report['images_per_s']:.2f} images/s, {report['pairs_per_s']:.2f} pairs/s"
-        + (f" ({report['mining_images_per_s']:.2f} images/s, {report['mining_pairs_per_s']:.2f} pairs/s after "
-           f"start-up and model loading)" if report.get("mining_images_per_s") else ""),
+        _all_runs_line(report.get("all_runs")),
+        (f"- this run: {report['seconds']:.1f} s, {report['images_per_s']:.2f} images/s, {report['pairs_per_s']:.2f} pairs/s"
+         + (f" ({report['mining_images_per_s']:.2f} images/s, {report['mining_pairs_per_s']:.2f} pairs/s after "
+            f"start-up and model loading)" if report.get("mining_images_per_s") else "")
+         if report["mined_this_run"] else f"- this run: {report['seconds']:.1f} s, nothing left to mine (resumed)"),
         "", "## Skipped inputs", "",
     ]
     lines += [f"- {k}: {v}" for k, v in t["skipped"].items()] or ["- none"]
@@ -113,28 +157,58 @@ def _markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def ground_truth_quality(out_url: str, instances_url: str, captions_url: str | None) -> dict[str, Any] | None:
-    """Pair precision/recall of the shards in ``out_url`` against COCO instances (local files only)."""
-    from pipelines.world.evaluate import GroundTruth, mining_quality
+def _all_runs_line(all_runs: dict[str, Any] | None) -> str:
+    if not all_runs or all_runs.get("images_per_s") is None:
+        return "- mining rate: unknown (units without timing)"
+    return (f"- mining rate over all runs: {all_runs['images_per_s']:.2f} images/s, {all_runs['pairs_per_s']:.2f} "
+            f"pairs/s ({all_runs['units']} units, {all_runs['busy_seconds']:.1f} s of mining)")
 
-    if any("://" in u for u in (out_url, instances_url, captions_url or "")):
-        log.info("ground-truth check skipped: it reads local files only")
-        return None
-    return mining_quality(out_url, GroundTruth(instances_url, captions_url))
+
+def ground_truth_quality(out_url: str, instances_url: str, captions_url: str | None, *,
+                         storage_options: dict[str, Any] | None = None,
+                         corpus_storage_options: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """Pair precision/recall of the shards in ``out_url`` against COCO instances."""
+    return ground_truth_check(out_url, instances_url, captions_url, storage_options=storage_options,
+                              corpus_storage_options=corpus_storage_options)[0]
+
+
+def ground_truth_check(out_url: str, instances_url: str, captions_url: str | None, *,
+                       storage_options: dict[str, Any] | None = None,
+                       corpus_storage_options: dict[str, Any] | None = None) -> tuple[dict[str, Any], Judge]:
+    """``(precision/recall of the shards, judge of one sampled pair)`` against COCO instances.
+
+    The annotations are corpus-side (``corpus_storage_options``), the shards output-side
+    (``storage_options``). ``judge(pair)`` takes a :func:`sample_pairs` item and returns ``None``
+    when it is right, else the reason it is wrong.
+    """
+    from pipelines.world.evaluate import GroundTruth, MinedPair, mining_quality, pair_mask
+
+    gt = GroundTruth(instances_url, captions_url, storage_options=corpus_storage_options)
+
+    def judge(pair: dict[str, Any]) -> str | None:
+        mined = MinedPair(key=pair["key"], meta=pair["meta"], mask=pair["mask"])
+        return gt.judge(pair["noun"], int(pair["meta"].image_id), pair_mask(mined))
+
+    return mining_quality(out_url, gt, storage_options=storage_options), judge
 
 
 def write_report(out_url: str, run: RunResult, *, config: dict[str, Any], n_sheet: int = 48,
-                 ground_truth: dict[str, Any] | None = None) -> dict[str, Any]:
+                 ground_truth: dict[str, Any] | None = None, storage_options: dict[str, Any] | None = None,
+                 judge: Judge | None = None) -> dict[str, Any]:
     """Write report.json/.md, score_hist.png and contact_sheet.png into ``out_url``; returns the report.
 
-    ``run`` is what the run did (committed units, units mined now, timings, failures); ``ground_truth``
-    (from :func:`ground_truth_quality`) adds pair precision/recall when known.
+    ``run`` is what the run did (committed units, units mined now, timings, failures);
+    ``ground_truth`` (from :func:`ground_truth_check`) adds pair precision/recall when known, and
+    ``judge`` marks the contact sheet's tiles right or wrong. ``all_runs`` holds the throughput of
+    every run that mined the committed units (from their stats), ``this_run`` / ``*_per_s`` this run's.
+    ``storage_options`` are the output's fsspec options.
     """
     all_stats, mined, failed = run.all_committed, run.mined, run.failed
     seconds, mining_seconds = run.seconds, run.mining_seconds
     this_run = aggregate(mined)
     report = {
         "totals": aggregate(all_stats.values()),
+        "all_runs": accumulated_throughput(all_stats.values()),
         "this_run": {k: this_run[k] for k in ("units", "images", "pairs")},
         "mined_this_run": len(mined),
         "seconds": seconds,
@@ -147,7 +221,7 @@ def write_report(out_url: str, run: RunResult, *, config: dict[str, Any], n_shee
         "config": config,
         "ground_truth": ground_truth,
     }
-    fs, root = url_to_fs(out_url)
+    fs, root = url_to_fs(out_url, **(storage_options or {}))
     root = root.rstrip("/")
     with fs.open(f"{root}/report.json", "w") as f:
         json.dump(report, f, indent=1)
@@ -155,7 +229,9 @@ def write_report(out_url: str, run: RunResult, *, config: dict[str, Any], n_shee
         f.write(_markdown(report))
     with fs.open(f"{root}/score_hist.png", "wb") as f:
         histogram_png(report["totals"]["score_hist"], report["totals"]["score_bins"]).save(f, format="PNG")
-    pairs = sample_pairs(out_url, sorted(all_stats), n_sheet)
+    pairs = sample_pairs(out_url, sorted(all_stats), n_sheet, storage_options=storage_options)
+    for pair in pairs if judge is not None else []:
+        pair["wrong"] = judge(pair) if pair["mask"] is not None else "no_mask"
     if pairs:
         with fs.open(f"{root}/contact_sheet.png", "wb") as f:
             contact_sheet(pairs).save(f, format="PNG")

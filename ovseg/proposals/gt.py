@@ -7,10 +7,11 @@ decoded with pycocotools (polygons and RLE alike); panoptic annotations are read
 """
 from __future__ import annotations
 
+import io
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -38,6 +39,8 @@ class GroundTruthProposals:
         instances: a loaded COCO instances json (``images``, ``annotations``), or ``None``.
         panoptic: a loaded COCO panoptic json, or ``None``.
         panoptic_root: folder with the panoptic PNGs (local path), needed with ``panoptic``.
+        read_file: ``name -> bytes`` of a panoptic PNG (relative to the PNG folder); the caller's
+            storage (fsspec URL, options). ``None`` = open ``panoptic_root/name`` locally.
         include_crowd: also propose ``iscrowd`` regions.
     """
 
@@ -45,6 +48,7 @@ class GroundTruthProposals:
     panoptic: dict[str, Any] | None = None
     panoptic_root: str | None = None
     include_crowd: bool = False
+    read_file: Callable[[str], bytes] | None = None
     name: str = "gt"
     _anns: dict[Any, list[dict]] = field(default_factory=dict, init=False, repr=False)
     _images: dict[Any, dict] = field(default_factory=dict, init=False, repr=False)
@@ -95,7 +99,9 @@ class GroundTruthProposals:
         entry = self._panoptic.get(image_id)
         if entry is None:
             return []
-        png = np.asarray(Image.open(Path(self.panoptic_root) / entry["file_name"]).convert("RGB"), dtype=np.int64)
+        source = (io.BytesIO(self.read_file(entry["file_name"])) if self.read_file is not None
+                  else Path(self.panoptic_root) / entry["file_name"])
+        png = np.asarray(Image.open(source).convert("RGB"), dtype=np.int64)
         ids = png[..., 0] + 256 * png[..., 1] + 256 * 256 * png[..., 2]
         return [ids == seg["id"] for seg in entry.get("segments_info", [])
                 if self.include_crowd or not seg.get("iscrowd", 0)]

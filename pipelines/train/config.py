@@ -8,7 +8,7 @@ world_size × optim.grad_accum (OVSeg: 256, e.g. 32 × 8 GPUs).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 from pipelines.common_config import DEVICES, ClipSection, RunBase
 from pipelines.config import check
@@ -33,6 +33,7 @@ class PromptSection:
 class SourceSection:
     urls: str = "???"  # brace pattern / folder / glob / fsspec URL; several joined by '::'
     weight: float = 1.0  # relative mixing weight
+    storage_options: dict[str, Any] = field(default_factory=dict)  # passed to fsspec for these shards
 
     def validate(self, prefix: str) -> None:
         check(self.weight > 0, prefix + "weight", "must be > 0")
@@ -42,6 +43,7 @@ class SourceSection:
 class DataSection:
     sources: list[SourceSection] = field(default_factory=list)  # training pair shards, mixed
     urls: Optional[str] = None  # shortcut for one source (weight 1); replaces `sources` when set
+    storage_options: dict[str, Any] = field(default_factory=dict)  # fsspec options of `urls` and `eval.urls`
     batch_size: int = 32  # pairs per process per micro-step
     workers: int = 4  # data loader worker processes per process
     shuffle_buffer: int = 2000  # samples held for shuffling per worker
@@ -50,7 +52,7 @@ class DataSection:
 
     def validate(self, prefix: str) -> None:
         if self.urls:
-            self.sources = [SourceSection(urls=self.urls)]
+            self.sources = [SourceSection(urls=self.urls, storage_options=dict(self.storage_options))]
         check(len(self.sources) > 0, prefix + "sources", "give data.urls or at least one source")
         check(self.batch_size > 0, prefix + "batch_size", "must be > 0")
         check(self.workers >= 0, prefix + "workers", "must be >= 0")
@@ -145,6 +147,7 @@ class EvalCropsConfig:
     """``jobs/evaluate_crops.py``: zero-shot masked-crop accuracy of CLIP with/without a prompt."""
 
     urls: str = "???"  # pair shards to evaluate (brace pattern / folder / fsspec URL)
+    storage_options: dict[str, Any] = field(default_factory=dict)  # passed to fsspec for `urls`
     holdout_percent: float = 0.0  # > 0: only the held-out share (same key hash as training)
     prompt_file: Optional[str] = None  # exported mpt_prompt.pt; rebuilds its CLIP (clip.* ignored)
     clip: ClipSection = field(default_factory=ClipSection)  # used when prompt_file is None

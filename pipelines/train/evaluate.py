@@ -101,7 +101,7 @@ def evaluate_shards(cfg, world: World) -> dict:
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and world.device.type == "cuda")
     autocast = (lambda: torch.autocast(world.device.type, dtype=torch.bfloat16)) if bf16 else contextlib.nullcontext
     texts = text_cache(bundle, "vild" if cfg.eval.templates == "vild" else "noun")
-    source = make_source(cfg.urls)
+    source = make_source(cfg.urls, storage_options=cfg.storage_options)
 
     def once(use_prompt: bool) -> dict[str, float]:
         stream = PairStream([source], batch_size=cfg.eval.batch_size, image_size=bundle.image_size,

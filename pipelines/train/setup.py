@@ -85,7 +85,7 @@ class DataPlan:
 
 
 def plan_data(cfg: TuneConfig, world: World) -> DataPlan:
-    sources = [make_source(s.urls, s.weight) for s in cfg.data.sources]
+    sources = [make_source(s.urls, s.weight, s.storage_options) for s in cfg.data.sources]
     samples = cfg.data.samples_per_epoch or epoch_samples(sources, cfg.data.holdout_percent)
     if not samples:
         raise ValueError("epoch size unknown (no sizes.json next to the shards): set data.samples_per_epoch")
@@ -107,7 +107,7 @@ def train_stream(cfg: TuneConfig, plan: DataPlan, bundle: ClipBundle, *, world: 
 def eval_stream(cfg: TuneConfig, plan: DataPlan, bundle: ClipBundle, *, world: World) -> PairStream | None:
     """Held-out pairs: ``eval.urls`` if given, else the held-out share of the training sources."""
     if cfg.eval.urls:
-        sources, holdout, split = [make_source(cfg.eval.urls)], 0.0, "all"
+        sources, holdout, split = [make_source(cfg.eval.urls, storage_options=cfg.data.storage_options)], 0.0, "all"
     elif cfg.data.holdout_percent > 0:
         sources, holdout, split = plan.sources, cfg.data.holdout_percent, "eval"
     else:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import fsspec
 import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
@@ -80,8 +81,13 @@ def pair_mask(pair: MinedPair) -> np.ndarray:
 class GroundTruth:
     """COCO instances (+ optional captions) indexed by image id."""
 
-    def __init__(self, instances_json: str | Path, captions_json: str | Path | None = None) -> None:
-        inst = json.loads(Path(instances_json).read_text())
+    def __init__(self, instances_json: str | Path, captions_json: str | Path | None = None,
+                 storage_options: dict | None = None) -> None:
+        def load(url: str | Path) -> dict:
+            with fsspec.open(str(url), "rb", **(storage_options or {})) as f:
+                return json.loads(f.read())
+
+        inst = load(instances_json)
         self.names = {c["id"]: c["name"] for c in inst["categories"]}
         self.sizes = {im["id"]: (im["height"], im["width"]) for im in inst["images"]}
         self.anns: dict[int, list[dict]] = defaultdict(list)
@@ -89,7 +95,7 @@ class GroundTruth:
             self.anns[a["image_id"]].append(a)
         self.captions: dict[int, list[str]] = defaultdict(list)
         if captions_json is not None:
-            for a in json.loads(Path(captions_json).read_text())["annotations"]:
+            for a in load(captions_json)["annotations"]:
                 self.captions[a["image_id"]].append(a["caption"])
         self._masks: dict[int, list[tuple[str, np.ndarray]]] = {}
 
@@ -117,6 +123,17 @@ class GroundTruth:
         words = set(re.findall(r"[a-z]+", text))
         return {n for n in present if n in words or _WORLD_PLURALS.get(n, n + "s") in words}
 
+    def judge(self, noun: str, image_id: int, mask: np.ndarray, iou_threshold: float = 0.5) -> str | None:
+        """``None`` when (``mask`` [H, W] bool in image pixels, ``noun``) is right, else why it is wrong."""
+        if noun not in set(self.names.values()):
+            return "noun_not_a_category"
+        insts = [m for n, m in self.instances(image_id) if n == noun]
+        if not insts:
+            return "category_absent_from_image"
+        if max(_iou(mask, m) for m in insts) < iou_threshold:
+            return "mask_iou_below_threshold"
+        return None
+
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
     inter = np.logical_and(a, b).sum()
@@ -125,7 +142,8 @@ def _iou(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def mining_quality(pairs_folder: str | Path, gt: GroundTruth, iou_threshold: float = 0.5, *,
-                   image_ids: set[int] | None = None, min_margin: float | None = None) -> dict:
+                   image_ids: set[int] | None = None, min_margin: float | None = None,
+                   storage_options: dict | None = None) -> dict:
     """Precision / recall of the pairs in ``pairs_folder`` against ``gt``.
 
     Args:
@@ -145,9 +163,8 @@ def mining_quality(pairs_folder: str | Path, gt: GroundTruth, iou_threshold: flo
     reasons: Counter = Counter()
     per_noun: Counter = Counter()
     per_noun_ok: Counter = Counter()
-    names = set(gt.names.values())
     mined_ids: set[int] = set()
-    for pair in read_pairs(pairs_folder):
+    for pair in read_pairs(pairs_folder, storage_options):
         margin = pair.meta.margin
         if min_margin is not None and margin is not None and margin < min_margin:
             continue
@@ -155,20 +172,13 @@ def mining_quality(pairs_folder: str | Path, gt: GroundTruth, iou_threshold: flo
         mined_ids.add(image_id)
         n_pairs += 1
         per_noun[pair.noun] += 1
-        if pair.noun not in names:
-            reasons["noun_not_a_category"] += 1
-            continue
-        insts = [m for n, m in gt.instances(image_id) if n == pair.noun]
-        if not insts:
-            reasons["category_absent_from_image"] += 1
-            continue
-        mask = pair_mask(pair)
-        if max(_iou(mask, m) for m in insts) >= iou_threshold:
+        wrong = gt.judge(pair.noun, image_id, pair_mask(pair), iou_threshold)
+        if wrong is None:
             correct += 1
             per_noun_ok[pair.noun] += 1
             found.add((image_id, pair.noun))
         else:
-            reasons["mask_iou_below_threshold"] += 1
+            reasons[wrong] += 1
     ids = image_ids if image_ids is not None else (mined_ids | set(gt.anns))
     opportunities = {(i, n) for i in ids for n in gt.named_present(i)}
     kinds = {c.name: c.kind for c in CATEGORIES}

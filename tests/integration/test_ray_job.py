@@ -20,6 +20,7 @@ from tests.integration.processes import kill_session, start_session
 
 pytestmark = pytest.mark.integration
 RAY = str(Path(sys.executable).parent / "ray")
+HEAD_DIRS: dict[str, Path] = {}  # dashboard address -> the directory its head was started in
 
 
 def _free_port() -> int:
@@ -40,13 +41,17 @@ def ray_env(tmp_path_factory) -> dict[str, str]:
 def ray_head(tmp_path_factory, ray_env):
     """A Ray head (GCS + dashboard/job server) on loopback; stops exactly the processes it started."""
     log_dir = tmp_path_factory.mktemp("rayhead")
+    head_dir = tmp_path_factory.mktemp("headcwd")  # the head runs elsewhere than any job (as on a cluster)
     temp_dir = Path(tempfile.mkdtemp(prefix="ovr-", dir="/tmp"))  # short: Ray's socket paths are length-limited
     gcs_port, dash_port = _free_port(), _free_port()
     proc = start_session([RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1",
                           f"--port={gcs_port}", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash_port}",
-                          "--num-cpus=2", "--num-gpus=0", f"--temp-dir={temp_dir}", "--disable-usage-stats"],
-                         log_dir / "head.log", ray_env)
+                          "--num-cpus=2", "--num-gpus=0",
+                          f"--dashboard-agent-listen-port={_free_port()}",  # not 52365: other heads may run
+                          f"--temp-dir={temp_dir}", "--disable-usage-stats"],
+                         log_dir / "head.log", ray_env, str(head_dir))
     address = f"http://127.0.0.1:{dash_port}"
+    HEAD_DIRS[address] = head_dir
     try:
         deadline = time.time() + 180
         while time.time() < deadline:
@@ -63,6 +68,71 @@ def ray_head(tmp_path_factory, ray_env):
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 
+def _submit(address: str, env: dict[str, str], *entrypoint: str) -> subprocess.CompletedProcess:
+    """``ray job submit`` without --working-dir, retried while the head's job agent comes up."""
+    cmd = [RAY, "job", "submit", "--address", address, "--", *entrypoint]
+    deadline = time.time() + 300  # slow on a loaded machine
+    while True:
+        run = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+        if "No available agent" not in run.stderr + run.stdout or time.time() > deadline:
+            return run
+        time.sleep(3)
+
+
+def _job_dir(tmp_path: Path) -> Path:
+    """A job directory holding the sample corpus under a relative path (``data/``)."""
+    job = tmp_path / "job"
+    job.mkdir()
+    (job / "data").symlink_to(REPO / "data" / "sample")
+    return job
+
+
+def test_relative_paths_resolve_in_the_job_directory_not_the_nodes(ray_head, ray_env, tmp_path):
+    """No --working-dir, relative corpus and output: shards land where the config says, relative to
+    the directory the job started in; the head (and its actors) run in another directory."""
+    job = _job_dir(tmp_path)
+    run = _submit(ray_head, ray_env, "bash", "-c", f"cd {job} && {sys.executable} {REPO}/jobs/mine.py --config "
+                  f"{REPO}/conf/smoke/mine.yaml corpus.url=data/captions_sample.json output.url=out/pairs "
+                  "corpus.images_per_unit=5 ray.num_actors=1")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    out = job / "out" / "pairs"
+    assert sorted(committed_units(str(out))) == [0, 1]
+    assert f"output: {out}" in run.stdout and f"-> {out}:" in run.stdout  # absolute, as written
+    assert "2 units mined this run, 2 committed in total" in run.stdout
+    assert not (HEAD_DIRS[ray_head] / "out").exists()
+    assert json.loads((out / "report.json").read_text())["totals"]["images"] == 10
+
+
+FORGE = """
+import os, runpy, sys
+import pipelines.ray_runner as runner
+
+real = runner._dispatch
+
+def dispatch(cfg, todo, result, on_unit):  # the actors commit; then unit 0's commit marker vanishes
+    real(cfg, todo, result, on_unit)
+    os.remove(runner.shard_url(cfg.output.url, 0)[: -len(".tar")] + ".stats.json")
+
+runner._dispatch = dispatch
+sys.argv = ["mine.py", *sys.argv[1:]]
+runpy.run_path("{mine}", run_name="__main__")
+"""
+
+
+def test_a_reported_commit_that_is_not_there_fails_the_job(ray_head, ray_env, tmp_path):
+    job = _job_dir(tmp_path)
+    (job / "forge.py").write_text(FORGE.replace("{mine}", str(REPO / "jobs" / "mine.py")))
+    run = _submit(ray_head, ray_env, "bash", "-c", f"cd {job} && {sys.executable} forge.py --config {REPO}/conf/smoke/mine.yaml "
+                  "corpus.url=data/captions_sample.json output.url=out/pairs corpus.images_per_unit=5 "
+                  "ray.num_actors=1 output.report=false")
+    text = run.stdout + run.stderr
+    assert run.returncode != 0, text[-3000:]
+    out = job / "out" / "pairs"
+    assert f"error: unit 0: the worker reported it committed at file://{out}/pairs-000000.tar but it is not " \
+           f"committed at {out}/pairs-000000.tar" in text, text[-3000:]
+    assert sorted(committed_units(str(out))) == [1]
+
+
 def _agent_log(address: str) -> str:
     logs = sorted(Path("/tmp").glob("ovr-*/session_latest/logs/dashboard_agent.log"))
     return "\n".join(p.read_text()[-2000:] for p in logs)
@@ -71,9 +141,9 @@ def _agent_log(address: str) -> str:
 def test_ray_job_submit_mines_committed_readable_shards(ray_head, ray_env, tmp_path):
     out = tmp_path / "pairs"
     cmd = [RAY, "job", "submit", "--address", ray_head, "--working-dir", str(REPO), "--",
-           "python", "jobs/mine.py", "--config", "conf/smoke/mine.yaml", f"output.url={out}",
+           sys.executable, "jobs/mine.py", "--config", "conf/smoke/mine.yaml", f"output.url={out}",
            "corpus.images_per_unit=3", "ray.num_actors=2"]
-    deadline = time.time() + 120
+    deadline = time.time() + 300
     while True:  # the head's job agent can need a little longer than its HTTP server
         run = subprocess.run(cmd, capture_output=True, text=True, env=ray_env, timeout=600)
         if "No available agent" not in run.stderr + run.stdout or time.time() > deadline:

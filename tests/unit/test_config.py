@@ -53,3 +53,14 @@ def test_list_index_override_into_structured_list_is_a_config_error():
 
     with pytest.raises(ConfigError, match="data.sources.0.urls"):
         load_config(TuneConfig, "conf/smoke/tune_mpt.yaml", ["data.sources.0.urls=x"])
+
+
+def test_real_preset_writes_cluster_sized_shards_and_smoke_presets_small_ones():
+    """img2dataset-style units for real corpora; tiny units where the corpus is tiny."""
+    from pipelines.mine_config import MineConfig
+    from tests.conftest import REPO
+
+    real = load_config(MineConfig, REPO / "conf/mine.yaml")
+    smoke = load_config(MineConfig, REPO / "conf/smoke/mine.yaml")
+    assert real.corpus.images_per_unit >= 1000
+    assert smoke.corpus.images_per_unit <= 16

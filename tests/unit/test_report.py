@@ -9,7 +9,7 @@ from PIL import Image
 from pipelines.config import load_config
 from pipelines.mine_config import MineConfig
 from pipelines.mining import UnitMiner
-from pipelines.report import ground_truth_quality, write_report
+from pipelines.report import RIGHT, WRONG, ground_truth_check, ground_truth_quality, write_report
 from pipelines.shards import committed_units
 from pipelines.stats import RunResult
 from tests.conftest import REPO
@@ -46,5 +46,50 @@ def test_report_with_ground_truth(world, tmp_path):
     assert Image.open(out / "score_hist.png").size == (600, 300)
 
 
-def test_remote_urls_skip_the_ground_truth_check():
-    assert ground_truth_quality("s3://bucket/pairs", "/tmp/i.json", None) is None
+def test_contact_sheet_marks_right_and_wrong_and_histogram_fits_scores(world, tmp_path):
+    """With ground truth every tile is framed green (right) or red (wrong, reason written) under a legend."""
+    import numpy as np
+
+    out = tmp_path / "pairs"
+    cfg = load_config(MineConfig, "conf/world/mine.yaml", [
+        f"corpus.url={world}/coco/annotations/captions_train.json", f"corpus.images_url={world}/coco/train",
+        f"output.url={out}", "corpus.images_per_unit=12", "proposals.max_proposals=8"])
+    miner = UnitMiner(cfg)
+    mined = [miner.mine_unit(u) for u in miner.reader.plan_units()]
+    gt, judge = ground_truth_check(str(out), f"{world}/coco/annotations/instances_train.json", cfg.corpus.url)
+    assert 0 < gt["correct"] < gt["pairs"]  # superpixels: some right, some wrong
+    write_report(str(out), committed_units(str(out)), mined, 2.0, {}, {}, 48, gt, judge=judge)
+    sheet = np.asarray(Image.open(out / "contact_sheet.png").convert("RGB")).astype(int)
+    green = (np.abs(sheet - RIGHT).sum(-1) < 30).sum()
+    red = (np.abs(sheet - WRONG).sum(-1) < 30).sum()
+    assert green > 4 * 128 and red > 4 * 128  # at least one framed tile of each
+    assert sheet.shape[0] == 24 + 6 * (128 + 44)  # legend band + 48 tiles of 8 columns with 3 label lines
+    hist = np.asarray(Image.open(out / "score_hist.png").convert("RGB")).astype(int)
+    bars = np.abs(hist - (31, 119, 180)).sum(-1) < 40  # tab:blue
+    cols = np.flatnonzero(bars.any(0))
+    assert (cols[-1] - cols[0]) > 0.5 * hist.shape[1], "the score axis does not fit the scores"
+
+
+def test_report_after_a_resume_keeps_the_throughput_of_the_mining_runs(tmp_path):
+    """A rerun with nothing left to mine reports the rate at which the committed units were mined."""
+    stats = {i: {"unit": i, "images": 10, "pairs": 30, "seconds": 5.0, "started": 100.0 + 2 * i,
+                 "finished": 105.0 + 2 * i} for i in range(3)}  # two actors overlapping: 9 s busy
+    report = write_report(str(tmp_path), stats, [], 0.5, {}, {})
+    assert report["all_runs"]["busy_seconds"] == pytest.approx(9.0)
+    assert report["all_runs"]["images_per_s"] == pytest.approx(30 / 9.0)
+    assert report["all_runs"]["pairs_per_s"] == pytest.approx(90 / 9.0)
+    md = (tmp_path / "report.md").read_text()
+    assert "3.33 images/s" in md and "0.00 images/s" not in md
+    from pipelines.mine_summary import closing_lines
+    from pipelines.ray_runner import RunResult
+
+    lines = "\n".join(closing_lines(RunResult(all_committed=stats, seconds=0.5), report, str(tmp_path)))
+    assert "3.33 images/s" in lines and "0.00 images/s" not in lines and f"output: {tmp_path}" in lines
+
+
+def test_busy_seconds_is_the_union_of_unit_intervals():
+    from pipelines.throughput import busy_seconds
+
+    assert busy_seconds([{"started": 0, "finished": 4}, {"started": 1, "finished": 3},
+                         {"started": 10, "finished": 12}, {"seconds": 1.5}]) == pytest.approx(7.5)
+    assert busy_seconds([]) == 0.0

@@ -1,0 +1,32 @@
+"""The closing lines of ``jobs/mine.py``: counts, rates and where the output went (the job prints them)."""
+from __future__ import annotations
+
+from typing import Any
+
+
+def closing_lines(result: Any, report: dict[str, Any] | None, out_url: str) -> list[str]:
+    """Lines summing up a run (``result``: :class:`pipelines.ray_runner.RunResult`).
+
+    Rates come from every run that mined the committed units (``report["all_runs"]``), so a resumed
+    run with nothing left to do still shows how fast the shards were mined.
+    """
+    lines = [f"done in {result.seconds:.1f} s: {len(result.mined)} units mined this run, "
+             f"{len(result.all_committed)} committed in total, {len(result.failed)} failed"]
+    if report:
+        t, all_runs = report["totals"], report["all_runs"]
+        lines.append(f"  images {t['images']}  captions {t['captions']}  nouns {t['nouns']}  "
+                     f"proposals {t['proposals']}  pairs {t['pairs']} ({t['unique_nouns']} unique nouns)")
+        if all_runs["images_per_s"] is not None:
+            lines.append(f"  mining: {all_runs['images_per_s']:.2f} images/s, {all_runs['pairs_per_s']:.2f} pairs/s "
+                         f"({all_runs['units']} units, {all_runs['busy_seconds']:.1f} s of mining over all runs)")
+        if result.mined:
+            lines.append(f"  this run: {report['images_per_s']:.2f} images/s, {report['pairs_per_s']:.2f} pairs/s "
+                         "overall" + (f"; {report['mining_images_per_s']:.2f} images/s after start-up"
+                                      if report.get("mining_images_per_s") else ""))
+        lines.append(f"  skipped: {t['skipped'] or 'none'}")
+        if report.get("ground_truth"):
+            g = report["ground_truth"]
+            lines.append(f"  against ground truth: pair precision {g['precision']:.3f}, recall {g['recall']:.3f}")
+        lines.append(f"  report: {out_url}/report.md  contact sheet: {out_url}/contact_sheet.png")
+    lines.append(f"  output: {out_url}")
+    return lines
