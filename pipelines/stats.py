@@ -78,3 +78,9 @@ class RunResult:
     seconds: float = 0.0  # wall clock of the whole run (Ray start, model loading, mining)
     mining_seconds: float = 0.0  # from models ready to the last unit done
     sizes: dict[str, int] = field(default_factory=dict)
+    mismatched: dict[int, str] = field(default_factory=dict)  # reported committed, not found committed
+
+    @property
+    def ok(self) -> bool:
+        """Nothing failed and every unit an actor reported committed is committed where we read."""
+        return not self.failed and not self.mismatched
