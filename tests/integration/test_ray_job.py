@@ -109,8 +109,8 @@ import pipelines.ray_runner as runner
 
 real = runner._dispatch
 
-def dispatch(cfg, todo, result, on_unit):  # the actors commit; then unit 0's commit marker vanishes
-    real(cfg, todo, result, on_unit)
+def dispatch(cfg, todo, result, *, on_unit):  # the actors commit; then unit 0's commit marker vanishes
+    real(cfg, todo, result, on_unit=on_unit)
     os.remove(runner.shard_url(cfg.output.url, 0)[: -len(".tar")] + ".stats.json")
 
 runner._dispatch = dispatch

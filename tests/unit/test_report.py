@@ -58,7 +58,8 @@ def test_contact_sheet_marks_right_and_wrong_and_histogram_fits_scores(world, tm
     mined = [miner.mine_unit(u) for u in miner.reader.plan_units()]
     gt, judge = ground_truth_check(str(out), f"{world}/coco/annotations/instances_train.json", cfg.corpus.url)
     assert 0 < gt["correct"] < gt["pairs"]  # superpixels: some right, some wrong
-    write_report(str(out), committed_units(str(out)), mined, 2.0, {}, {}, 48, gt, judge=judge)
+    run = RunResult(all_committed=committed_units(str(out)), mined=mined, seconds=2.0)
+    write_report(str(out), run, config={}, n_sheet=48, ground_truth=gt, judge=judge)
     sheet = np.asarray(Image.open(out / "contact_sheet.png").convert("RGB")).astype(int)
     green = (np.abs(sheet - RIGHT).sum(-1) < 30).sum()
     red = (np.abs(sheet - WRONG).sum(-1) < 30).sum()
@@ -74,14 +75,13 @@ def test_report_after_a_resume_keeps_the_throughput_of_the_mining_runs(tmp_path)
     """A rerun with nothing left to mine reports the rate at which the committed units were mined."""
     stats = {i: {"unit": i, "images": 10, "pairs": 30, "seconds": 5.0, "started": 100.0 + 2 * i,
                  "finished": 105.0 + 2 * i} for i in range(3)}  # two actors overlapping: 9 s busy
-    report = write_report(str(tmp_path), stats, [], 0.5, {}, {})
+    report = write_report(str(tmp_path), RunResult(all_committed=stats, seconds=0.5), config={})
     assert report["all_runs"]["busy_seconds"] == pytest.approx(9.0)
     assert report["all_runs"]["images_per_s"] == pytest.approx(30 / 9.0)
     assert report["all_runs"]["pairs_per_s"] == pytest.approx(90 / 9.0)
     md = (tmp_path / "report.md").read_text()
     assert "3.33 images/s" in md and "0.00 images/s" not in md
     from pipelines.mine_summary import closing_lines
-    from pipelines.ray_runner import RunResult
 
     lines = "\n".join(closing_lines(RunResult(all_committed=stats, seconds=0.5), report, str(tmp_path)))
     assert "3.33 images/s" in lines and "0.00 images/s" not in lines and f"output: {tmp_path}" in lines

@@ -20,6 +20,7 @@ from pipelines.mine_config import MineConfig
 from pipelines.mining import UnitMiner
 from pipelines.report import ground_truth_check, write_report
 from pipelines.shards import committed_units, write_sizes
+from pipelines.stats import RunResult
 from pipelines.train.config import TuneConfig
 from pipelines.train.dist import init_world
 from pipelines.train.loop import run
@@ -72,8 +73,8 @@ def test_mine_from_one_filesystem_into_another_then_tune(two_filesystems, tmp_pa
     committed = committed_units(cfg.output.url, cfg.output.storage_options)
     assert sorted(committed) == [0, 1]
     write_sizes(cfg.output.url, committed, cfg.output.storage_options)
-    report = write_report(cfg.output.url, committed, mined, 1.0, {}, {}, 8,
-                          storage_options=cfg.output.storage_options)
+    report = write_report(cfg.output.url, RunResult(all_committed=committed, mined=mined, seconds=1.0), config={},
+                          n_sheet=8, storage_options=cfg.output.storage_options)
     for name in ("pairs-000000.tar", "pairs-000001.stats.json", "sizes.json", "report.json", "report.md",
                  "score_hist.png", "contact_sheet.png"):
         assert (out_root / "pairs" / name).stat().st_size > 0, name
