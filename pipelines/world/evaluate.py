@@ -123,7 +123,7 @@ class GroundTruth:
         words = set(re.findall(r"[a-z]+", text))
         return {n for n in present if n in words or _WORLD_PLURALS.get(n, n + "s") in words}
 
-    def judge(self, noun: str, image_id: int, mask: np.ndarray, iou_threshold: float = 0.5) -> str | None:
+    def judge(self, noun: str, image_id: int, mask: np.ndarray, *, iou_threshold: float = 0.5) -> str | None:
         """``None`` when (``mask`` [H, W] bool in image pixels, ``noun``) is right, else why it is wrong."""
         if noun not in set(self.names.values()):
             return "noun_not_a_category"
@@ -172,7 +172,7 @@ def mining_quality(pairs_folder: str | Path, gt: GroundTruth, iou_threshold: flo
         mined_ids.add(image_id)
         n_pairs += 1
         per_noun[pair.noun] += 1
-        wrong = gt.judge(pair.noun, image_id, pair_mask(pair), iou_threshold)
+        wrong = gt.judge(pair.noun, image_id, pair_mask(pair), iou_threshold=iou_threshold)
         if wrong is None:
             correct += 1
             per_noun_ok[pair.noun] += 1
