@@ -52,7 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.run_paths import StorageError, resolve_local_paths
 
     cfg = resolve_local_paths(cfg)  # once, here: actors run in other directories
-    if cfg.clip.pretrained and not cfg.clip.checkpoint and not cfg.clip.pretrained.endswith(WEIGHT_FILES):
+    if (cfg.clip.pretrained and not cfg.clip.checkpoint and not cfg.clip.prompt  # a prompt brings its own CLIP
+            and not cfg.clip.pretrained.endswith(WEIGHT_FILES)):
         from ovseg.clip_weights import unavailable_reason
 
         if reason := unavailable_reason(cfg.clip.model, cfg.clip.pretrained):  # seconds, not hub retries

@@ -19,6 +19,7 @@ LOCAL_PATH_FIELDS: tuple[str, ...] = (
     "corpus.images_url",
     "clip.checkpoint",
     "clip.pretrained",  # only when it names a weight file (see :func:`_is_path_like`)
+    "clip.prompt",  # a tuned mask prompt (re-mining); absent from configs without it
     "proposals.instances_url",
     "proposals.panoptic_url",
     "proposals.panoptic_root",
