@@ -2,8 +2,11 @@
 
 Runs ``bench/world.py`` end to end (generation, mining with the real job for ``gt`` and
 ``superpixel`` proposals, MPT with the real tuning job, held-out evaluation) at a reduced size and
-checks the levels recorded in ``assets/world_clip/bench_reference.json`` with a margin for the
-noise of the smaller run. A few minutes on 2 CPU cores.
+checks the levels of the full run (``assets/world_clip/bench_reference.json``) with a margin for
+the noise of the smaller run. Then the same run with a deliberate bug injected into every process
+it starts (a ``sitecustomize`` module on ``PYTHONPATH``): mask prompts that replace the *kept*
+patches, or crops whose outside pixels are not filled. Each bug must push the gain or the
+precision below its bar — the benchmark can tell a working OVSeg from a broken one.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -19,48 +23,82 @@ import pytest
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 
-# Levels (reduced run: 150 mined images, 40 val images, 60 MPT steps) with a margin below what the
-# full run (assets/world_clip/bench_reference.json) and the reduced run measured; see the issue note.
-MIN_PRECISION_GT = 0.20
+# Levels of the reduced run (150 mined images, 40 val images, 60 MPT steps on the gt-mined pairs),
+# with a margin below what it measured (see the issue note and bench_reference.json).
+MIN_OBJECT_PRECISION_GT = 0.50  # object pairs mined from ground-truth masks that are right
 MIN_PRECISION_SUPERPIXEL = 0.08
-MIN_CROP_ACC_CLIP = 0.20
+MIN_WHOLE_IMAGE_HIT = 0.70  # 16-way object hit@1 of the world CLIP on whole held-out images
 MIN_CROP_ACC_STUFF = 0.60
-MIN_MPT_GAIN = 0.02  # CLIP+MPT crop accuracy minus CLIP crop accuracy on held-out GT masks
-MAX_MPT_LOSS = 0.05  # MPT may not cost more than this
+MIN_MPT_GAIN = 0.06  # CLIP+MPT minus CLIP, masked-crop accuracy on held-out GT masks
+
+BUGS = {
+    # MaskPrompt replaces the patch tokens it should keep (and keeps the masked ones)
+    "mpt_replaces_kept_patches": """
+        import ovseg.mpt as m
+        _keep = m.MaskPrompt.keep_mask
+        m.MaskPrompt.keep_mask = lambda self, masks: ~_keep(self, masks)
+    """,
+    # masked crops keep the whole box: pixels outside the mask are not filled
+    "crop_fill_missing": """
+        import torch, ovseg.crops as c
+        _crops = c.masked_crops
+        def masked_crops(image, masks, size, *a, **kw):
+            binary = masks if masks.dtype == torch.bool else masks > kw.get("threshold", 0.5)
+            boxes = c.mask_boxes(binary[binary.flatten(1).any(1)])
+            filled = torch.zeros_like(binary)
+            for i, (x0, y0, x1, y1) in zip(binary.flatten(1).any(1).nonzero().flatten().tolist(), boxes.tolist()):
+                filled[i, y0:y1, x0:x1] = True
+            return _crops(image, filled, size, *a, **kw)
+        c.masked_crops = masked_crops
+    """,
+}
 
 
-@pytest.fixture(scope="module")
-def reduced_bench(tmp_path_factory) -> dict:
-    out = tmp_path_factory.mktemp("world_bench")
+def _run_bench(out: Path, bug: str | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    if bug is not None:
+        inject = out / "inject"
+        inject.mkdir(parents=True)
+        (inject / "sitecustomize.py").write_text(textwrap.dedent(BUGS[bug]))
+        env["PYTHONPATH"] = os.pathsep.join([str(inject), str(REPO), env.get("PYTHONPATH", "")])
     run = subprocess.run(
         [sys.executable, "bench/world.py", "--world", str(out / "data"), "--out", str(out / "run"),
-         "--train", "150", "--val", "40", "--units", "75", "--tune-steps", "60", "--no-finetune"],
+         "--train", "150", "--val", "40", "--units", "75", "--tune-steps", "60", "--no-finetune", "--no-round2"],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return json.loads((out / "run" / "world_bench.json").read_text())
 
 
+def _mpt_gain(result: dict) -> float:
+    models = result["eval"]["models"]
+    return models["CLIP+MPT"]["crop_acc"] - models["CLIP"]["crop_acc"]
+
+
+def _object_precision(result: dict) -> float:
+    return result["mining"]["gt"]["precision_by_kind"]["thing"]["precision"]
+
+
+@pytest.fixture(scope="module")
+def reduced_bench(tmp_path_factory) -> dict:
+    return _run_bench(tmp_path_factory.mktemp("world_bench"))
+
+
 def test_mining_precision(reduced_bench):
     m = reduced_bench["mining"]
-    assert m["gt"]["precision"] >= MIN_PRECISION_GT, m["gt"]
+    assert _object_precision(reduced_bench) >= MIN_OBJECT_PRECISION_GT, m["gt"]
     assert m["superpixel"]["precision"] >= MIN_PRECISION_SUPERPIXEL, m["superpixel"]
     assert m["gt"]["precision"] > m["superpixel"]["precision"]  # better masks, better pairs
 
 
-def test_clip_names_heldout_regions(reduced_bench):
-    models = reduced_bench["eval"]["models"]
-    assert models["CLIP"]["crop_acc"] >= MIN_CROP_ACC_CLIP, models
-    assert models["CLIP"]["crop_acc_stuff"] >= MIN_CROP_ACC_STUFF, models
-    assert models["CLIP+MPT"]["crop_acc"] >= models["CLIP"]["crop_acc"] - MAX_MPT_LOSS, models
+def test_world_clip_sees_objects_and_the_domain_gap_shows(reduced_bench):
+    clip = reduced_bench["eval"]["models"]["CLIP"]
+    assert clip["whole_image_thing_hit1"] >= MIN_WHOLE_IMAGE_HIT, clip
+    assert clip["crop_acc_stuff"] >= MIN_CROP_ACC_STUFF, clip
+    assert clip["crop_acc_thing"] < clip["whole_image_thing_hit1"], clip  # masked crops are out of domain
 
 
-@pytest.mark.xfail(strict=False, reason="the committed world CLIP recognises stuff but no object shapes "
-                   "(thing crop accuracy at chance), so mask prompts have nothing to adapt; see the note")
 def test_mpt_gain_on_heldout_masks(reduced_bench):
-    models = reduced_bench["eval"]["models"]
-    gain = models["CLIP+MPT"]["crop_acc"] - models["CLIP"]["crop_acc"]
-    assert gain >= MIN_MPT_GAIN, models
+    assert _mpt_gain(reduced_bench) >= MIN_MPT_GAIN, reduced_bench["eval"]["models"]
 
 
 def test_oracles_are_consistent(reduced_bench):
@@ -68,3 +106,10 @@ def test_oracles_are_consistent(reduced_bench):
     clip = ev["models"]["CLIP"]
     assert clip["mIoU_gt_masks"] >= clip["mIoU_two_stage"]  # perfect masks never hurt
     assert ev["mIoU_proposals_gt_classes"] > clip["mIoU_two_stage"]  # classification is the bottleneck
+
+
+@pytest.mark.parametrize("bug", sorted(BUGS))
+def test_a_broken_ovseg_falls_below_the_bars(bug, tmp_path):
+    broken = _run_bench(tmp_path, bug)
+    below = _mpt_gain(broken) < MIN_MPT_GAIN or _object_precision(broken) < MIN_OBJECT_PRECISION_GT
+    assert below, {"gain": _mpt_gain(broken), "object_precision": _object_precision(broken)}
