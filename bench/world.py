@@ -127,6 +127,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=1, help="torch threads here and in the jobs")
     ap.add_argument("--units", type=int, default=200, help="images per mining unit")
     ap.add_argument("--tune-steps", type=int, default=None, help="optimizer steps (default: conf epochs)")
+    ap.add_argument("--backends", default="gt,superpixel", help="proposal backends mined in round 1 (comma list)")
     ap.add_argument("--tune-on", choices=("gt", "superpixel"), default="gt", help="pairs the tuning runs train on")
     ap.add_argument("--no-finetune", action="store_true", help="skip the fine-tuning runs (FT, FT+MPT)")
     ap.add_argument("--no-round2", action="store_true", help="skip re-mining with the tuned CLIP")
@@ -159,7 +160,10 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"mined {name}: {q['pairs']} pairs, precision {q['precision']:.3f} "
               f"(objects {q['precision_by_kind']['thing']['precision']:.3f})", flush=True)
 
-    for backend in ("gt", "superpixel"):
+    backends = [b for b in args.backends.split(",") if b]
+    if args.tune_on not in backends:
+        ap.error(f"--tune-on {args.tune_on} must be one of --backends {args.backends}")
+    for backend in backends:
         mine_and_measure(backend, backend)
     runs: list[TunedRun] = []
     summaries: dict[str, dict] = {}
@@ -175,7 +179,7 @@ def main(argv: list[str] | None = None) -> dict:
         ft = tune_run("CLIP FT", "tune_ft", args.tune_on, FINETUNE)
         # OVSeg's FT -> MPT: a prompt tuned on the fine-tuned tower (frozen)
         tune_run("CLIP FT -> MPT", "tune_ft_mpt", args.tune_on, [], checkpoint=Path(ft["exports"]["clip"]))
-    if args.tune_on != "superpixel":
+    if args.tune_on != "superpixel" and "superpixel" in backends:
         tune_run("CLIP+MPT (superpixel pairs)", "tune_mpt_sp", "superpixel", [])
     if not args.no_round2:
         round2 = f"{args.tune_on}, round 2 (CLIP+MPT)"
