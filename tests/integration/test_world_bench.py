@@ -32,27 +32,56 @@ MIN_WHOLE_IMAGE_HIT = 0.85  # 16-way object hit@1 of the world CLIP on whole hel
 MIN_DOMAIN_GAP = 0.40  # whole-image hit@1 minus object crop accuracy: masked crops are out of domain
 MIN_MPT_GAIN = 0.05  # CLIP+MPT minus CLIP, masked-crop accuracy on held-out GT masks
 
+# name -> (module, code run on that module right after it is first imported, as `module`)
 BUGS = {
     # MaskPrompt replaces the patch tokens it should keep (and keeps the masked ones)
-    "mpt_replaces_kept_patches": """
-        import ovseg.mpt as m
-        _keep = m.MaskPrompt.keep_mask
-        m.MaskPrompt.keep_mask = lambda self, masks: ~_keep(self, masks)
-    """,
+    "mpt_replaces_kept_patches": ("ovseg.mpt", """
+        _keep = module.MaskPrompt.keep_mask
+        module.MaskPrompt.keep_mask = lambda self, masks: ~_keep(self, masks)
+    """),
     # masked crops keep the whole box: pixels outside the mask are not filled
-    "crop_fill_missing": """
-        import torch, ovseg.crops as c
-        _crops = c.masked_crops
+    "crop_fill_missing": ("ovseg.crops", """
+        import torch
+        _crops = module.masked_crops
         def masked_crops(image, masks, size, *a, **kw):
             binary = masks if masks.dtype == torch.bool else masks > kw.get("threshold", 0.5)
-            boxes = c.mask_boxes(binary[binary.flatten(1).any(1)])
+            valid = binary.flatten(1).any(1)
             filled = torch.zeros_like(binary)
-            for i, (x0, y0, x1, y1) in zip(binary.flatten(1).any(1).nonzero().flatten().tolist(), boxes.tolist()):
+            for i, (x0, y0, x1, y1) in zip(valid.nonzero().flatten().tolist(), module.mask_boxes(binary[valid]).tolist()):
                 filled[i, y0:y1, x0:x1] = True
             return _crops(image, filled, size, *a, **kw)
-        c.masked_crops = masked_crops
-    """,
+        module.masked_crops = masked_crops
+    """),
 }
+
+# A sitecustomize that patches one module lazily, when some process first imports it (every
+# process of the run imports this file: jobs, Ray workers, torchrun children; only importing the
+# target costs anything, so Ray's own helper processes start as fast as usual).
+_LAZY_PATCH = """
+import importlib.abc, importlib.util, sys
+TARGET = {target!r}
+CODE = {code!r}
+
+class _PatchOnImport(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name != TARGET:
+            return None
+        sys.meta_path.remove(self)
+        try:
+            spec = importlib.util.find_spec(name)
+        finally:
+            sys.meta_path.insert(0, self)
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            exec(CODE, {{"module": module}})
+
+        spec.loader.exec_module = exec_module
+        return spec
+
+sys.meta_path.insert(0, _PatchOnImport())
+"""
 
 
 def _run_bench(out: Path, bug: str | None = None, backends: str = "gt,superpixel") -> dict:
@@ -60,7 +89,8 @@ def _run_bench(out: Path, bug: str | None = None, backends: str = "gt,superpixel
     if bug is not None:
         inject = out / "inject"
         inject.mkdir(parents=True)
-        (inject / "sitecustomize.py").write_text(textwrap.dedent(BUGS[bug]))
+        target, code = BUGS[bug]
+        (inject / "sitecustomize.py").write_text(_LAZY_PATCH.format(target=target, code=textwrap.dedent(code)))
         env["PYTHONPATH"] = os.pathsep.join([str(inject), str(REPO), env.get("PYTHONPATH", "")])
     run = subprocess.run(
         [sys.executable, "bench/world.py", "--world", str(out / "data"), "--out", str(out / "run"),
