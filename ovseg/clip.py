@@ -24,6 +24,7 @@ import open_clip
 import torch
 import torch.nn.functional as F
 
+from .conv_stem import apply_conv_stem
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +176,7 @@ def load_clip(
             "network access to the model hub or a local file: download them elsewhere and set "
             "clip.checkpoint=/path/to/weights (or use the offline presets under conf/smoke/)."
         ) from err
+    apply_conv_stem(model, model_name)
     if checkpoint is not None:
         if not Path(checkpoint).exists():
             raise ClipLoadError(f"CLIP checkpoint not found: {checkpoint}")
