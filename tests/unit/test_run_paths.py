@@ -24,6 +24,13 @@ def test_relative_local_paths_are_resolved_against_the_job_directory(tmp_path):
     assert cfg.output.url == "out/x"  # the input config is left alone
 
 
+def test_a_tuned_prompt_path_is_resolved_like_the_checkpoint(tmp_path):
+    cfg = load_config(MineConfig, REPO / "conf/world/mine.yaml", ["clip.prompt=assets/world_clip/world_clip.pt"])
+    out = resolve_local_paths(cfg, tmp_path)
+    assert out.clip.prompt == f"{tmp_path}/assets/world_clip/world_clip.pt"
+    assert out.clip.checkpoint == f"{tmp_path}/assets/world_clip/world_clip.pt"
+
+
 def test_urls_tags_and_absolute_paths_are_kept(tmp_path):
     cfg = load_config(MineConfig, REPO / "conf/smoke/mine.yaml", [
         "output.url=s3://bucket/pairs", "corpus.url=/abs/c.json", "corpus.images_url=file://rel/imgs",
