@@ -84,12 +84,23 @@ def normalise(x: torch.Tensor) -> torch.Tensor:
     return (x.float() / 255.0 - m) / s
 
 
-def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random flip, scale 0.85-1.15 and shift ±10 % per image: ``[B,3,S,S]`` float → same."""
+def augment(x: torch.Tensor, gen: torch.Generator, zoom: float = 0.0) -> torch.Tensor:
+    """Random flip, scale 0.85-1.15 and shift ±10 % per image: ``[B,3,S,S]`` float → same.
+
+    With ``zoom`` > 0, that share of the images is instead zoomed in 1-3× at a random place inside
+    the image (a random-resized crop of the whole image), so objects are also seen as large as a
+    tight masked crop shows them.
+    """
     b = x.shape[0]
     scale = 1.0 / (0.85 + 0.3 * torch.rand(b, generator=gen))
     flip = torch.where(torch.rand(b, generator=gen) < 0.5, -1.0, 1.0)
     shift = (torch.rand(b, 2, generator=gen) - 0.5) * 0.2
+    if zoom > 0:
+        zoomed = torch.rand(b, generator=gen) < zoom
+        z_scale = 1.0 / (1.0 + 2.0 * torch.rand(b, generator=gen))
+        z_shift = (torch.rand(b, 2, generator=gen) * 2 - 1) * (1 - z_scale).unsqueeze(1)
+        scale = torch.where(zoomed, z_scale, scale)
+        shift = torch.where(zoomed.unsqueeze(1), z_shift, shift)
     theta = torch.zeros(b, 2, 3)
     theta[:, 0, 0] = scale * flip
     theta[:, 1, 1] = scale
@@ -213,7 +224,7 @@ def train_image_tower(model, images, labels, val_x, val_scenes, args, log) -> No
             perm, pos = torch.randperm(n, generator=gen), 0
         idx = perm[pos: pos + args.batch]
         pos += args.batch
-        x = augment(normalise(images[idx]), gen)
+        x = augment(normalise(images[idx]), gen, args.zoom)
         lr = lr_at(step, args.image_steps, args.lr, args.warmup)
         for g in opt.param_groups:
             g["lr"] = lr
@@ -288,6 +299,10 @@ def main() -> None:
     ap.add_argument("--n-val", type=int, default=400, help="held-out val images for the whole-image metrics")
     ap.add_argument("--n-crop-val", type=int, default=200, help="of those, images whose GT masks are cut and scored")
     ap.add_argument("--out", type=Path, default=Path("assets/world_clip"))
+    ap.add_argument("--zoom", type=float, default=0.0,
+                    help="share of stage-1 images zoomed in 1-3x (0: the committed weights' recipe)")
+    ap.add_argument("--init-visual", type=Path, default=None,
+                    help="start stage 1 from this image tower (e.g. a stage1_visual.pt) instead of random init")
     ap.add_argument("--stage1", type=Path, default=None,
                     help="skip stage 1 and load this image tower (the stage1_visual.pt a previous run wrote)")
     args = ap.parse_args()
@@ -319,6 +334,8 @@ def main() -> None:
     model.train()
     t1 = time.time()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.init_visual is not None:
+        model.visual.load_state_dict(torch.load(args.init_visual, map_location="cpu", weights_only=True))
     if args.stage1 is not None:
         model.visual.load_state_dict(torch.load(args.stage1, map_location="cpu", weights_only=True))
         log["stage1_from"] = str(args.stage1)
