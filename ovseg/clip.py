@@ -232,13 +232,13 @@ def encode_images(
         raise ValueError("a mask prompt needs one mask per image")
     device = bundle.device
     out = []
-    for i, chunk in enumerate(images.split(batch_size)):
+    mask_chunks = masks.split(batch_size) if prompt is not None else [None] * len(images.split(batch_size))
+    for chunk, mask_chunk in zip(images.split(batch_size), mask_chunks):
         chunk = chunk.to(device)
         if prompt is None:
             feats = bundle.model.encode_image(chunk)
         else:
-            mask_chunk = masks[i * batch_size:(i + 1) * batch_size].to(device)
-            feats = prompt(bundle.model.visual, chunk, mask_chunk)
+            feats = prompt(bundle.model.visual, chunk, mask_chunk.to(device))
         out.append(F.normalize(feats.float(), dim=-1))
     if not out:
         return torch.zeros(0, bundle.embed_dim, device=device)

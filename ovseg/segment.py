@@ -16,9 +16,8 @@ import logging
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
-from ovseg.clip import ClipBundle
+from ovseg.clip import ClipBundle, encode_images
 from ovseg.crops import MaskedCrops, masked_crops, normalize
 
 log = logging.getLogger(__name__)
@@ -49,15 +48,10 @@ def classify_crops(
     valid = crops.valid.cpu()
     if crops.crops.shape[0] == 0:
         return probs, valid
-    x = normalize(crops.crops, bundle.mean, bundle.std)
-    feats = []
-    device = bundle.device
-    for xs, ms in zip(x.split(batch_size), crops.masks.split(batch_size)):
-        xs = xs.to(device)
-        f = bundle.model.encode_image(xs) if prompt is None else prompt(bundle.model.visual, xs, ms.to(device))
-        feats.append(F.normalize(f.float(), dim=-1))
+    feats = encode_images(bundle, normalize(crops.crops, bundle.mean, bundle.std), batch_size,
+                          masks=crops.masks, prompt=prompt)
     scale = float(bundle.model.logit_scale.detach().exp()) if temperature is None else temperature
-    logits = scale * torch.cat(feats) @ text_emb.to(device).float().T
+    logits = scale * feats @ text_emb.to(feats.device).float().T
     probs[valid] = logits.softmax(dim=-1).cpu()
     return probs, valid
 
