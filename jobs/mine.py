@@ -25,7 +25,6 @@ from pipelines.config import ConfigError, load_config  # noqa: E402
 from pipelines.config_help import help_text  # noqa: E402
 from pipelines.mine_config import MineConfig  # noqa: E402
 
-WEIGHT_FILES = (".pt", ".pth", ".bin", ".safetensors")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -49,11 +48,12 @@ def main(argv: list[str] | None = None) -> int:
     from pipelines.mine_summary import closing_lines
     from pipelines.ray_runner import plan, run_mining
     from pipelines.report import ground_truth_check, write_report
+    from ovseg.clip import WEIGHT_FILE_SUFFIXES
     from pipelines.run_paths import StorageError, resolve_local_paths
 
     cfg = resolve_local_paths(cfg)  # once, here: actors run in other directories
     if (cfg.clip.pretrained and not cfg.clip.checkpoint and not cfg.clip.prompt  # a prompt brings its own CLIP
-            and not cfg.clip.pretrained.endswith(WEIGHT_FILES)):
+            and not cfg.clip.pretrained.endswith(WEIGHT_FILE_SUFFIXES)):
         from ovseg.clip_weights import unavailable_reason
 
         if reason := unavailable_reason(cfg.clip.model, cfg.clip.pretrained):  # seconds, not hub retries

@@ -48,6 +48,10 @@ VILD_TEMPLATES: tuple[str, ...] = (
 )
 
 
+#: File suffixes that make a ``pretrained`` value a local weight file rather than an open_clip tag.
+WEIGHT_FILE_SUFFIXES: tuple[str, ...] = (".pt", ".pth", ".bin", ".safetensors")
+
+
 class ClipLoadError(RuntimeError):
     """Raised when a CLIP model cannot be built or its weights cannot be found."""
 
@@ -155,9 +159,7 @@ def load_clip(
             f"unknown CLIP model {model_name!r}; open_clip knows {len(open_clip.list_models())} "
             f"configs, e.g. ViT-B-16, ViT-L-14, ovseg-tiny-vit (see ovseg.clip.available_models())"
         )
-    if checkpoint is None and pretrained is not None and Path(pretrained).suffix in {
-        ".pt", ".pth", ".bin", ".safetensors"
-    }:
+    if checkpoint is None and pretrained is not None and pretrained.endswith(WEIGHT_FILE_SUFFIXES):
         checkpoint, pretrained = pretrained, None
     tag = pretrained
     if tag is not None:

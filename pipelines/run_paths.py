@@ -13,6 +13,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ovseg.clip import WEIGHT_FILE_SUFFIXES
+
 #: Config fields (``section.field``) that may hold a local path (or a brace pattern / glob of them).
 LOCAL_PATH_FIELDS: tuple[str, ...] = (
     "corpus.url",
@@ -25,7 +27,6 @@ LOCAL_PATH_FIELDS: tuple[str, ...] = (
     "proposals.panoptic_root",
     "output.url",
 )
-_WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 
 
 class StorageError(RuntimeError):
@@ -55,7 +56,7 @@ def resolve_path(url: str, base: str | Path) -> str:
 
 def _is_path_like(key: str, value: str) -> bool:
     if key == "clip.pretrained":  # a tag such as "openai" is not a path
-        return value.endswith(_WEIGHT_SUFFIXES)
+        return value.endswith(WEIGHT_FILE_SUFFIXES)
     return True
 
 
