@@ -281,3 +281,33 @@ def maskformer_from_ovseg(checkpoint: OVSegCheckpoint, *, device: str | torch.de
             state[key] = torch.zeros((), dtype=torch.long)
     state["train_text_embeddings"] = torch.zeros(0, checkpoint.spec.clip_text_dim)
     return maskformer_from_state(checkpoint.spec, state, device=device).eval()
+
+
+def write_clip_and_prompt(checkpoint: OVSegCheckpoint, out_dir: str | Path) -> Path:
+    """Write the checkpoint's CLIP (``clip.pt``, open_clip state dict) and its mask prompt
+    (``mpt_prompt.pt``, ``ovseg.mpt_export`` format naming ``clip.pt``) into ``out_dir``.
+
+    Returns the prompt file: ``clip.prompt=<it>`` makes mining score crops with OVSeg's own
+    mask-prompted CLIP (``load_prompted_clip`` rebuilds ``checkpoint.clip_model`` from ``clip.pt``).
+    """
+    from ovseg.mpt_export import PromptExport, save_prompt
+
+    if checkpoint.mask_embedding is None:
+        raise ValueError("the checkpoint holds no mask prompt (clip_adapter.clip_model.visual.mask_embedding)")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    clip_state = dict(checkpoint.clip_state)
+    tmp = out / "clip.pt.tmp"
+    torch.save(clip_state, tmp)
+    tmp.replace(out / "clip.pt")
+    width = int(clip_state["visual.class_embedding"].shape[0])
+    patch = int(clip_state["visual.conv1.weight"].shape[-1])
+    grid = math.isqrt(int(clip_state["visual.positional_embedding"].shape[0]) - 1)
+    export = PromptExport(
+        mask_embedding=checkpoint.mask_embedding, clip_model=checkpoint.clip_model, pretrained=None,
+        clip_checkpoint="clip.pt", depth=int(checkpoint.mask_embedding.shape[0]), image_size=grid * patch,
+        patch_size=patch, grid_size=(grid, grid), width=width,
+        logit_scale=float(clip_state["logit_scale"]), mode="mpt",
+        meta={"source": f"OVSeg {checkpoint.variant} checkpoint"},
+    )
+    return save_prompt(export, out / "mpt_prompt.pt")

@@ -129,7 +129,8 @@ class MaskFormerProposals:
         pad_w = -(-max(w for _, w in sizes) // SIZE_DIVISIBILITY) * SIZE_DIVISIBILITY
         batch = torch.zeros(len(images), 3, pad_h, pad_w, device=device)
         for i, (image, (h, w)) in enumerate(zip(images, sizes)):
-            pixels = torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None].float()
+            array = image if image.flags.writeable and image.flags.c_contiguous else np.array(image)
+            pixels = torch.from_numpy(array).to(device).permute(2, 0, 1)[None].float()
             if (h, w) != tuple(image.shape[:2]):
                 pixels = F.interpolate(pixels, size=(h, w), mode="bilinear", align_corners=False)
             batch[i, :, :h, :w] = self.model.normalize(pixels)[0]  # zero padding = the mean colour

@@ -19,7 +19,9 @@ from ovseg.maskformer.ovseg_checkpoint import (
     OVSEG_TEMPERATURE,
     convert_ovseg_state_dict,
     maskformer_from_ovseg,
+    write_clip_and_prompt,
 )
+from ovseg.mpt_export import load_prompt
 from ovseg.mpt import MaskPrompt
 from tests.conftest import REPO
 
@@ -181,3 +183,19 @@ def test_a_missing_tensor_or_wrong_shape_fails():
     state["sem_seg_head.predictor.query_embed.weight"] = torch.zeros(50, 256)
     with pytest.raises(ValueError, match="wrong shapes"):
         convert_ovseg_state_dict(state)
+
+
+def test_the_clip_and_its_mask_prompt_are_written_for_mining(loaded, tmp_path):
+    """``clip.prompt=<mpt_prompt.pt>`` then scores crops with OVSeg's own prompted CLIP."""
+    _, _, state, converted, _ = loaded
+    prompt_path = write_clip_and_prompt(converted, tmp_path)
+    export = load_prompt(prompt_path)
+    assert export.clip_model == converted.clip_model and export.clip_checkpoint == "clip.pt"
+    assert torch.equal(export.mask_embedding, state["clip_adapter.clip_model.visual.mask_embedding"].float())
+    grid = export.grid_size[0]
+    assert (export.depth, grid * grid, export.width) == tuple(export.mask_embedding.shape)
+    assert export.image_size == grid * export.patch_size == 224
+    clip_state = torch.load(tmp_path / "clip.pt", weights_only=True)
+    assert clip_state.keys() == converted.clip_state.keys()
+    key = "visual.transformer.resblocks.0.mlp.c_fc.weight"
+    assert torch.equal(clip_state[key], state["clip_adapter.clip_model." + key])
