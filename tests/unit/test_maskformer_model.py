@@ -114,3 +114,16 @@ def test_saved_weights_load_back_with_spec_and_vocabulary(tmp_path):
     torch.testing.assert_close(loaded.proposals(images)[0], model.proposals(images)[0])
     torch.testing.assert_close(loaded.train_text_embeddings, model.train_text_embeddings)
     assert torch.load(path, weights_only=True)["meta"] == {"step": 3}
+
+
+def test_r101c_has_the_deeplab_stem_and_res5_multi_grid():
+    with torch.device("meta"):
+        body = build_maskformer(SPECS["ovseg-r101c"]).backbone.body
+    stem = [m for m in body.conv1 if isinstance(m, torch.nn.Conv2d)]
+    assert [(c.in_channels, c.out_channels, c.kernel_size, c.stride) for c in stem] == [
+        (3, 64, (3, 3), (2, 2)), (64, 64, (3, 3), (1, 1)), (64, 128, (3, 3), (1, 1))]
+    assert [len(body.layer1), len(body.layer2), len(body.layer3), len(body.layer4)] == [3, 4, 23, 3]
+    assert [b.conv2.dilation for b in body.layer4] == [(1, 1), (2, 2), (4, 4)]
+    assert body.layer2[0].conv2.stride == (2, 2) and body.layer2[0].conv1.stride == (1, 1)  # stride in the 3x3
+    features = build_maskformer(TINY["r101c"]).backbone(torch.randn(1, 3, 64, 96))
+    assert [tuple(f.shape[-2:]) for f in features] == [(16, 24), (8, 12), (4, 6), (2, 3)]

@@ -199,3 +199,47 @@ def test_the_clip_and_its_mask_prompt_are_written_for_mining(loaded, tmp_path):
     assert clip_state.keys() == converted.clip_state.keys()
     key = "visual.transformer.resblocks.0.mlp.c_fc.weight"
     assert torch.equal(clip_state[key], state["clip_adapter.clip_model." + key])
+
+
+class _DetrLayer(torch.nn.Module):
+    """A post-norm DETR decoder layer in OVSeg's parameter layout (nn.MultiheadAttention), the reference."""
+
+    def __init__(self, dim: int, heads: int, ffn: int) -> None:
+        super().__init__()
+        self.self_attn = torch.nn.MultiheadAttention(dim, heads)
+        self.multihead_attn = torch.nn.MultiheadAttention(dim, heads)
+        self.linear1, self.linear2 = torch.nn.Linear(dim, ffn), torch.nn.Linear(ffn, dim)
+        self.norm1, self.norm2, self.norm3 = (torch.nn.LayerNorm(dim) for _ in range(3))
+
+    def forward(self, tgt, memory, pos, query_pos):  # sequence-first [L,B,C]
+        q = k = tgt + query_pos
+        tgt = self.norm1(tgt + self.self_attn(q, k, tgt)[0])
+        tgt = self.norm2(tgt + self.multihead_attn(tgt + query_pos, memory + pos, memory)[0])
+        return self.norm3(tgt + self.linear2(torch.relu(self.linear1(tgt))))
+
+
+def test_a_mapped_detr_layer_computes_what_the_reference_computes():
+    """The fused in_proj split into q/k/v and the norm names mean the same computation."""
+    from ovseg.maskformer import get_spec
+    from ovseg.maskformer.model import Predictor
+    from ovseg.maskformer.ovseg_checkpoint import HEAD_RULES, _map
+
+    torch.manual_seed(0)
+    ref = _DetrLayer(32, 4, 64).eval()
+    for p in ref.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    spec = get_spec("ovseg-r101c", hidden_dim=32, nheads=4, dim_feedforward=64, dec_layers=1, dropout=0.0)
+    ours = Predictor(in_channels=32, spec=spec).decoder.layers[0].eval()
+    state = {}
+    for key, value in ref.state_dict().items():
+        target = _map(f"sem_seg_head.predictor.transformer.decoder.layers.0.{key}", HEAD_RULES)
+        parts = zip(target, value.chunk(3)) if isinstance(target, tuple) else [(target, value)]
+        state.update({name.removeprefix("predictor.decoder.layers.0."): part for name, part in parts})
+    ours.load_state_dict(state, strict=True)
+    tgt, query_pos = torch.randn(7, 2, 32), torch.randn(7, 2, 32)
+    memory, pos = torch.randn(15, 2, 32), torch.randn(15, 2, 32)
+    with torch.no_grad():
+        expected = ref(tgt, memory, pos, query_pos)
+        got = ours(tgt.transpose(0, 1), attention_mask=None, spatial_position_embeddings=pos.transpose(0, 1),
+                   object_queries_position_embeddings=query_pos.transpose(0, 1), encoder_hidden_states=memory.transpose(0, 1))
+    torch.testing.assert_close(got, expected.transpose(0, 1), atol=1e-5, rtol=1e-5)
