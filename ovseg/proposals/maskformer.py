@@ -15,6 +15,7 @@ backends). Filtering runs at the network's input resolution; only kept masks are
 from __future__ import annotations
 
 import logging
+import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -32,13 +33,26 @@ log = logging.getLogger(__name__)
 _AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def _read(path: str | Path) -> object:
+    """``torch.load(weights_only=True)``, memory-mapped when the file format allows it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError as err:
+        raise ValueError(f"{path} holds objects other than tensors and plain containers (weights_only=True "
+                         f"refuses them); re-save its state dict as tensors: {err}") from err
+    except RuntimeError as err:
+        if "mmap" not in str(err):
+            raise
+        return torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
+
+
 def load_proposal_model(
     checkpoint: str | Path, *, vocabulary: Sequence[str] | None = None, device: str | torch.device = "cpu"
 ) -> OpenVocabMaskFormer:
     """Our weight file or an OVSeg ``.pth`` → eval model holding its vocabulary embeddings."""
     from ovseg.maskformer.weights import is_maskformer_file, maskformer_from_payload
 
-    payload = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    payload = _read(checkpoint)
     if is_maskformer_file(payload):
         if vocabulary is not None:
             raise ValueError("vocabulary= applies to OVSeg checkpoints; our weight files carry their own")

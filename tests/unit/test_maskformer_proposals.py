@@ -101,6 +101,10 @@ def test_loading_checks_what_the_file_is(checkpoint, tmp_path):
     torch.save({"model": {"backbone.conv.weight": torch.zeros(1)}}, not_ovseg)
     with pytest.raises(ValueError, match="not an OVSeg checkpoint"):
         load_proposal_model(not_ovseg)
+    pickled = tmp_path / "numpy.pth"
+    torch.save({"model": {"backbone.stem.conv1.weight": np.zeros(3)}}, pickled)
+    with pytest.raises(ValueError, match="objects other than tensors"):
+        load_proposal_model(pickled)
 
 
 def test_vocabulary_embeddings_from_a_checkpoint_clip_equal_the_text_cache():
