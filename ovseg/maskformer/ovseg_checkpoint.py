@@ -275,7 +275,7 @@ def read_ovseg_checkpoint(path: str | Path) -> OVSegCheckpoint:
 
 def maskformer_from_ovseg(checkpoint: OVSegCheckpoint, *, device: str | torch.device = "cpu") -> OpenVocabMaskFormer:
     """The MaskFormer of a converted checkpoint with its weights (eval mode; no vocabulary stored)."""
-    state = dict(checkpoint.maskformer_state)
+    state = {k: v.float() if v.is_floating_point() else v for k, v in checkpoint.maskformer_state.items()}  # fp16 files
     for key in _expected_state(checkpoint.spec):
         if key.endswith("num_batches_tracked"):  # detectron2's FrozenBN has none
             state[key] = torch.zeros((), dtype=torch.long)
