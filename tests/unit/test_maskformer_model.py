@@ -127,3 +127,16 @@ def test_r101c_has_the_deeplab_stem_and_res5_multi_grid():
     assert body.layer2[0].conv2.stride == (2, 2) and body.layer2[0].conv1.stride == (1, 1)  # stride in the 3x3
     features = build_maskformer(TINY["r101c"]).backbone(torch.randn(1, 3, 64, 96))
     assert [tuple(f.shape[-2:]) for f in features] == [(16, 24), (8, 12), (4, 6), (2, 3)]
+
+
+def test_half_precision_weight_files_load_as_fp32(tmp_path):
+    model = build_maskformer(TINY["swin"]).eval()
+    model.set_train_text_embeddings(torch.randn(2, TINY["swin"].clip_text_dim))
+    path = tmp_path / "half.pt"
+    save_maskformer(model, path)
+    payload = torch.load(path, weights_only=True)
+    payload["model"] = {k: v.half() if v.is_floating_point() else v for k, v in payload["model"].items()}
+    torch.save(payload, path)
+    loaded = load_maskformer(path)
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    assert loaded.proposals(torch.randn(1, 3, 64, 64))[0].dtype == torch.float32
