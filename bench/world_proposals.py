@@ -118,3 +118,94 @@ def recall_table(result: dict) -> str:
             lines.append(f"{name:<14}{k:>10}" + "".join(f"{b['recall'][g][k]:>16.3f}" for g in GROUPS)
                          + f"{b['proposals_per_image']:>11.1f}")
     return "\n".join(lines)
+
+
+def maskformer_seen_names(checkpoint: Path) -> set[str]:
+    """The training vocabulary stored in a world MaskFormer file (``meta["vocabulary"]``)."""
+    meta = torch.load(checkpoint, map_location="cpu", weights_only=True).get("meta", {})
+    if "vocabulary" not in meta:
+        raise SystemExit(f"{checkpoint} records no training vocabulary: cannot tell seen from unseen")
+    return set(meta["vocabulary"])
+
+
+def world_proposers(checkpoint: Path) -> dict[str, ProposalGenerator]:
+    """``maskformer`` (the committed world model, options as conf/world/mine.yaml) and ``superpixel``."""
+    from pipelines.config import load_config
+    from pipelines.mine_config import MineConfig
+
+    mine = load_config(MineConfig, ROOT / "conf/world/mine.yaml", ["proposals.backend=maskformer",
+                                                                   f"proposals.checkpoint={checkpoint}"])
+    options = {**mine.proposals.options, "checkpoint": str(checkpoint), "max_proposals": max(KS)}
+    return {"maskformer": build_proposals("maskformer", **options), "superpixel": build_proposals("superpixel", **SUPERPIXEL)}
+
+
+def run_recall(world: Path, n_val: int, checkpoint: Path = CHECKPOINT) -> dict:
+    """The recall table's numbers for the val split of ``world`` (which must exist)."""
+    return proposal_recall(world, n_val, world_proposers(checkpoint), seen=maskformer_seen_names(checkpoint))
+
+
+def mine_precision(world: Path, out: Path, *, n_train: int, units: int, backends: list[str]) -> dict:
+    """Pair precision of mining the train split of ``world`` (bench/world.py's world) with each backend."""
+    from bench.world import CHECKPOINT as CLIP_CHECKPOINT
+    from bench.world import mine
+    from pipelines.world.evaluate import mining_quality
+
+    gt = GroundTruth(world / "coco/annotations/instances_train.json", world / "coco/annotations/captions_train.json")
+    ids = {image_id_of("train", i) for i in range(n_train)}
+    return {b: mining_quality(mine(world, out, b, backend=b, units=units, checkpoint=CLIP_CHECKPOINT), gt, image_ids=ids)
+            for b in backends}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--world", type=Path, default=ROOT / "out/world/proposals_data")
+    ap.add_argument("--checkpoint", type=Path, default=CHECKPOINT, help="world MaskFormer weights")
+    ap.add_argument("--seed", type=int, default=2, help="world seed of the held-out split")
+    ap.add_argument("--val", type=int, default=200, help="held-out images")
+    ap.add_argument("--mine", type=int, default=0, help="also mine this many images of bench/world.py's world "
+                                                         "(seed 0) with gt, superpixel and maskformer")
+    ap.add_argument("--json", type=Path, default=ROOT / "out/world/proposals_bench.json")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads")
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    t0 = time.time()
+    ensure_split(args.world, args.seed, args.val)
+    result = {"settings": {k: str(v) for k, v in vars(args).items()},
+              "recall": run_recall(args.world, args.val, args.checkpoint)}
+    print(recall_table(result["recall"]))
+    if args.mine:
+        from bench.world import ensure_world
+
+        mined_world = ROOT / "out/world/data"
+        ensure_world(mined_world, 0, args.mine, 0)
+        result["mining"] = mine_precision(mined_world, args.json.parent / "proposals_mining", n_train=args.mine,
+                                          units=max(1, args.mine // 2), backends=["gt", "superpixel", "maskformer"])
+        print(precision_table(result["mining"], maskformer_seen_names(args.checkpoint)))
+    result["seconds"] = round(time.time() - t0, 1)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=1, default=str))
+    print(f"\nwritten {args.json} in {result['seconds'] / 60:.1f} min")
+    return result
+
+
+def object_precision(q: dict, names: set[str]) -> float:
+    """Precision of the pairs whose noun is one of ``names`` (from ``mining_quality``'s per-noun counts)."""
+    pairs = sum(n for noun, n in q["pairs_per_noun"].items() if noun in names)
+    return sum(q["correct_per_noun"].get(noun, 0) for noun in names) / pairs if pairs else float("nan")
+
+
+def precision_table(mining: dict, seen: set[str]) -> str:
+    """Pair precision rows (thresholds off), objects split by the MaskFormer's seen / unseen classes."""
+    things = {c.name for c in CATEGORIES if c.kind == "thing"}
+    lines = [f"{'pairs mined by':<20}{'pairs':>7}{'precision':>11}{'recall':>8}{'objects':>9}"
+             f"{'seen obj.':>11}{'unseen obj.':>13}{'backgr.':>9}"]
+    for name, q in mining.items():
+        k = q["precision_by_kind"]
+        lines.append(f"{name:<20}{q['pairs']:>7}{q['precision']:>11.3f}{q['recall']:>8.3f}"
+                     f"{k['thing']['precision']:>9.3f}{object_precision(q, things & seen):>11.3f}"
+                     f"{object_precision(q, things - seen):>13.3f}{k['stuff']['precision']:>9.3f}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()

@@ -157,7 +157,8 @@ def mining_quality(pairs_folder: str | Path, gt: GroundTruth, iou_threshold: flo
 
     Returns:
         ``{"pairs", "correct", "precision", "recall", "opportunities", "found",
-        "precision_by_kind": {...}, "wrong_reasons": {...}, "pairs_per_noun": {...}}``.
+        "precision_by_kind": {...}, "wrong_reasons": {...}, "pairs_per_noun": {...},
+        "correct_per_noun": {...}}``.
     """
     correct = 0
     n_pairs = 0
@@ -195,4 +196,5 @@ def mining_quality(pairs_folder: str | Path, gt: GroundTruth, iou_threshold: flo
         "recall": len(found & opportunities) / len(opportunities) if opportunities else float("nan"),
         "precision_by_kind": by_kind, "wrong_reasons": dict(reasons),
         "pairs_per_noun": dict(per_noun.most_common()),
+        "correct_per_noun": {n: per_noun_ok[n] for n in per_noun},
     }
