@@ -21,6 +21,7 @@ from pipelines.train.config import TuneRunSection
 class ModelSection:
     spec: str = "world-tiny"  # a preset name of ovseg.maskformer.config.SPECS
     overrides: dict[str, Any] = field(default_factory=dict)  # MaskFormerSpec fields replaced, e.g. {num_queries: 50}
+    init_from: Optional[str] = None  # start from these weights (a save_maskformer file of the same spec) with a fresh schedule
 
 
 @dataclass(kw_only=True)
@@ -71,6 +72,11 @@ class SegmentRunSection(TuneRunSection):
     """The tuning job's run section (checkpoints, resume, logs); the export goes to ``export``."""
 
     export: Optional[str] = None  # final weights (+ vocabulary embeddings) file; None = out_dir/export/maskformer.pt
+    export_dtype: str = "fp32"  # fp32 | fp16 (half the file; loading casts back to the model's fp32)
+
+    def validate(self, prefix: str) -> None:
+        super().validate(prefix)
+        check(self.export_dtype in ("fp32", "fp16"), prefix + "export_dtype", "fp32 | fp16")
 
 
 @dataclass(kw_only=True)

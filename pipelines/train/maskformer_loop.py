@@ -23,7 +23,7 @@ from ovseg.clip import VILD_TEMPLATES, TextEmbeddingCache, load_clip
 from ovseg.maskformer.config import get_spec
 from ovseg.maskformer.losses import set_criterion
 from ovseg.maskformer.model import build_maskformer
-from ovseg.maskformer.weights import save_maskformer
+from ovseg.maskformer.weights import load_maskformer, save_maskformer
 from pipelines.config import as_dict
 from pipelines.train import checkpoint as ckpt
 from pipelines.train.dist import World, all_gather_objects, all_sum, barrier
@@ -70,6 +70,8 @@ class MaskFormerTrainer:
         self.text = vocabulary_embeddings(cfg, self.data.names)
         self.spec = get_spec(cfg.model.spec, **{**cfg.model.overrides, "clip_text_dim": self.text.shape[1]})
         self.model = build_maskformer(self.spec)
+        if cfg.model.init_from:
+            self._init_from(cfg.model.init_from)
         self.model.set_train_text_embeddings(self.text)
         self.model.to(world.device).train()
         self.text = self.text.to(world.device)
@@ -84,6 +86,14 @@ class MaskFormerTrainer:
             self.writer = SummaryWriter(str(self.out / "tensorboard"))
 
     # ---------------------------------------------------------------- state
+    def _init_from(self, path: str) -> None:
+        """Copy the weights of a saved model of the same spec (not its optimizer or schedule)."""
+        start = load_maskformer(path)
+        if start.spec != self.spec:
+            raise ValueError(f"{path} holds a model of another spec than {self.cfg.model.spec} + overrides")
+        self.model.load_state_dict(start.state_dict())
+        log.info("initialised from %s", path)
+
     def resume(self) -> None:
         """Load ``run.resume`` (``auto``: the latest checkpoint in ``out_dir``, if any)."""
         resume = self.cfg.run.resume
@@ -184,6 +194,8 @@ class MaskFormerTrainer:
         if finished and world.is_main:
             save_maskformer(self.model, export, meta={"vocabulary": list(self.data.names),
                                                       "unseen": list(self.data.unseen), "step": self.step})
+            if cfg.run.export_dtype == "fp16":
+                halve_weights(export)
         summary = {
             "spec": cfg.model.spec, "world_size": world.size, "device": str(world.device),
             "resumed_from_step": resumed_from, "step": self.step, "total_steps": cfg.optim.max_steps,
@@ -198,6 +210,13 @@ class MaskFormerTrainer:
                 self.writer.close()
             (self.out / "summary.json").write_text(json.dumps(summary, indent=1))
         return summary
+
+
+def halve_weights(path: str | Path) -> None:
+    """Rewrite a saved model file with its floating-point tensors in fp16 (atomically)."""
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    payload["model"] = {k: v.half() if v.is_floating_point() else v for k, v in payload["model"].items()}
+    ckpt.save_atomic(payload, path)
 
 
 def _mean_tail(history: list[dict[str, float]], n: int = 20) -> dict[str, float] | None:
