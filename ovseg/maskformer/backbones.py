@@ -71,6 +71,9 @@ class SwinBackbone(nn.Module):
             out_features=[f"stage{i + 1}" for i in range(len(spec.swin_depths))],
         )
         self.body = MaskFormerSwinBackbone(config)
+        # The final LayerNorm of MaskFormerSwinModel only feeds its pooled output, which a backbone never
+        # uses (D2SwinTransformer has no such norm): drop it so that every parameter has a checkpoint entry.
+        self.body.model.layernorm = nn.Identity()
         self.channels = [spec.swin_embed_dim * 2**i for i in range(len(spec.swin_depths))]
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:

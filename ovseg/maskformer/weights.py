@@ -17,7 +17,7 @@ from typing import Any
 import torch
 
 from ovseg.maskformer.config import spec_from_dict, spec_to_dict
-from ovseg.maskformer.model import OpenVocabMaskFormer, build_maskformer
+from ovseg.maskformer.model import OpenVocabMaskFormer, maskformer_from_state
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,7 @@ def maskformer_from_payload(payload: dict[str, Any]) -> OpenVocabMaskFormer:
     """Build the model of a loaded ``ovseg-maskformer/1`` dict and load its weights strictly."""
     if not is_maskformer_file(payload):
         raise ValueError(f"not an {FORMAT} file (format={payload.get('format')!r})")
-    model = build_maskformer(spec_from_dict(payload["spec"]))
-    model.load_state_dict(payload["model"], strict=True)
+    model = maskformer_from_state(spec_from_dict(payload["spec"]), payload["model"])
     return model
 
 
