@@ -64,7 +64,7 @@ def sigmoid_bce_loss(logits: torch.Tensor, targets: torch.Tensor, num_masks: flo
 
 
 def classification_loss(pred_logits: torch.Tensor, matches: list[tuple[torch.Tensor, torch.Tensor]],
-                        targets: list[dict[str, torch.Tensor]], no_object_weight: float) -> torch.Tensor:
+                        targets: list[dict[str, torch.Tensor]], *, no_object_weight: float) -> torch.Tensor:
     """Weighted cross-entropy over all queries: matched → target class, unmatched → no object.
 
     Args:
@@ -117,9 +117,9 @@ def layer_losses(outputs: dict[str, torch.Tensor], targets: list[dict[str, torch
                  weights: LossWeights) -> dict[str, torch.Tensor]:
     """``{"loss_ce", "loss_mask", "loss_dice"}`` (unweighted) of one decoder layer's outputs."""
     matches = hungarian_match(outputs["pred_logits"].detach(), outputs["pred_masks"].detach(), targets,
-                              weights.matcher)
+                              costs=weights.matcher)
     mask, dice = mask_losses(outputs["pred_masks"], matches, targets, num_masks=num_masks, weights=weights)
-    ce = classification_loss(outputs["pred_logits"], matches, targets, weights.no_object_weight)
+    ce = classification_loss(outputs["pred_logits"], matches, targets, no_object_weight=weights.no_object_weight)
     return {"loss_ce": ce, "loss_mask": mask, "loss_dice": dice}
 
 

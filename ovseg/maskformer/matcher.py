@@ -69,7 +69,7 @@ def pairwise_focal_cost(logits: torch.Tensor, targets: torch.Tensor, *, alpha: f
     return (pos @ targets.T + neg @ (1 - targets).T) / logits.shape[-1]
 
 
-def cost_matrix(class_logits: torch.Tensor, mask_logits: torch.Tensor, labels: torch.Tensor,
+def cost_matrix(class_logits: torch.Tensor, mask_logits: torch.Tensor, labels: torch.Tensor, *,
                 masks: torch.Tensor, costs: MatchCosts) -> torch.Tensor:
     """The matching cost of one image.
 
@@ -98,7 +98,7 @@ def cost_matrix(class_logits: torch.Tensor, mask_logits: torch.Tensor, labels: t
 
 
 @torch.no_grad()
-def hungarian_match(pred_logits: torch.Tensor, pred_masks: torch.Tensor, targets: list[dict[str, torch.Tensor]],
+def hungarian_match(pred_logits: torch.Tensor, pred_masks: torch.Tensor, targets: list[dict[str, torch.Tensor]], *,
                     costs: MatchCosts | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """One-to-one assignment of queries to targets, per image.
 
@@ -119,7 +119,7 @@ def hungarian_match(pred_logits: torch.Tensor, pred_masks: torch.Tensor, targets
             empty = torch.zeros(0, dtype=torch.long)
             out.append((empty, empty))
             continue
-        c = cost_matrix(pred_logits[b], pred_masks[b], target["labels"], target["masks"], costs)
+        c = cost_matrix(pred_logits[b], pred_masks[b], target["labels"], masks=target["masks"], costs=costs)
         rows, cols = linear_sum_assignment(c.cpu().numpy())
         out.append((torch.as_tensor(rows, dtype=torch.long), torch.as_tensor(cols, dtype=torch.long)))
     return out

@@ -63,7 +63,7 @@ def test_matcher_follows_classes_when_masks_are_equal():
     targets = [{"labels": torch.tensor([2, 0]), "masks": _masks([0], [0])}]
     pred_masks = torch.zeros(1, 2, 2, 2)
     pred_logits = torch.tensor([[[5.0, 0, 0, 0], [0, 0, 5.0, 0]]])  # q0 says class 0, q1 says class 2
-    (rows, cols), = hungarian_match(pred_logits, pred_masks, targets, MatchCosts(cost_mask=0.0, cost_dice=0.0))
+    (rows, cols), = hungarian_match(pred_logits, pred_masks, targets, costs=MatchCosts(cost_mask=0.0, cost_dice=0.0))
     assert rows.tolist() == [0, 1] and cols.tolist() == [1, 0]
 
 
