@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 from pipelines.common_config import ClipSection, RunBase
 from pipelines.config import check
+from pipelines.run_paths import is_local
 from pipelines.corpus.base import READERS, CorpusConfig, load_builtin_readers
 
 
@@ -44,6 +45,7 @@ class NounSection:
 class ProposalSection:
     backend: str = "superpixel"  # a key of ovseg.proposals.PROPOSAL_REGISTRY
     options: dict[str, Any] = field(default_factory=dict)  # keyword options of the backend
+    checkpoint: Optional[str] = None  # maskformer: our weight file (ovseg.maskformer.weights) or an OVSeg .pth (local path)
     instances_url: Optional[str] = None  # gt / report: COCO instances json (fsspec URL, corpus.storage_options)
     panoptic_url: Optional[str] = None  # gt: COCO panoptic json (fsspec URL)
     panoptic_root: Optional[str] = None  # gt: folder of panoptic PNGs (fsspec URL, corpus.storage_options)
@@ -57,6 +59,10 @@ class ProposalSection:
             check(bool(self.instances_url or self.panoptic_url), prefix + "instances_url",
                   "the gt backend needs instances_url and/or panoptic_url")
         check(self.max_proposals > 0, prefix + "max_proposals", "must be > 0")
+        if self.backend == "maskformer":
+            check(bool(self.checkpoint), prefix + "checkpoint", "the maskformer backend needs a weight file")
+            check(is_local(self.checkpoint) and Path(self.checkpoint).exists(), prefix + "checkpoint",
+                  f"local file not found: {self.checkpoint}")
 
 
 @dataclass(kw_only=True)

@@ -27,7 +27,7 @@ from ovseg.clip import VILD_TEMPLATES, ClipBundle, TextEmbeddingCache, encode_im
 from ovseg.mpt_export import load_prompted_clip
 from ovseg.crops import MEAN_FILL_255, masked_crops, normalize, to_uint8_image
 from ovseg.matching import MatchParams, match_pairs
-from ovseg.proposals import ImageContext, build_proposals
+from ovseg.proposals import ImageContext, build_proposals, propose_batch
 from ovseg.text import NounExtractor
 from pipelines.corpus.base import build_reader
 from pipelines.decode import load_record_image
@@ -71,6 +71,9 @@ def build_proposal_backend(cfg: MineConfig):
         if cfg.proposals.panoptic_root:
             root = cfg.proposals.panoptic_root.rstrip("/")
             options.setdefault("read_file", functools.partial(_read_under, root, storage))
+    if cfg.proposals.backend == "maskformer":
+        options.setdefault("checkpoint", cfg.proposals.checkpoint)
+        options.setdefault("device", cfg.run.device)
     return build_proposals(cfg.proposals.backend, **options)
 
 
@@ -196,10 +199,10 @@ class UnitMiner:
                      unit: WorkUnit) -> None:
         """Proposals, crops and CLIP scores for a batch; accepted pairs are written."""
         per_image = []
-        for item in batch:
-            h, w = item.pixels.shape[:2]
-            props = self.proposals(item.pixels, ImageContext(item.record.key, item.record.image_id,
-                                                             item.record.meta.get("file_name"), item.record.meta))
+        contexts = [ImageContext(item.record.key, item.record.image_id, item.record.meta.get("file_name"),
+                                 item.record.meta) for item in batch]
+        batch_props = propose_batch(self.proposals, [item.pixels for item in batch], contexts)
+        for item, props in zip(batch, batch_props):
             if len(props) > self.cfg.proposals.max_proposals:
                 keep = props.scores.argsort(descending=True, stable=True)[: self.cfg.proposals.max_proposals]
                 props.masks, props.scores = props.masks[keep], props.scores[keep]

@@ -25,6 +25,7 @@ LOCAL_PATH_FIELDS: tuple[str, ...] = (
     "proposals.instances_url",
     "proposals.panoptic_url",
     "proposals.panoptic_root",
+    "proposals.checkpoint",  # maskformer weights
     "output.url",
 )
 

@@ -1,20 +1,30 @@
 """Class-agnostic mask proposals behind one interface and a ``name → builder`` registry.
 
 ``PROPOSAL_REGISTRY[name](**options)`` returns a callable ``(image[H,W,3] uint8, ImageContext) →
-Proposals``. New backends (``maskformer``, ``sam``) register themselves here and plug into the
-mining pipeline without touching it.
+Proposals``; :func:`propose_batch` runs a batch of images through a backend (one network pass for
+backends that have ``propose_batch``, such as ``maskformer``). New backends (``sam``) register
+themselves here and plug into the mining pipeline without touching it.
 """
 from __future__ import annotations
 
 from typing import Any, Callable
 
-from ovseg.proposals.base import ImageContext, ProposalGenerator, Proposals
+from ovseg.proposals.base import ImageContext, ProposalGenerator, Proposals, propose_batch
 from ovseg.proposals.gt import GroundTruthProposals
 from ovseg.proposals.superpixel import SuperpixelProposals
+
+
+def _maskformer(**options: Any) -> ProposalGenerator:
+    """``maskformer`` (imported on use: it pulls in transformers and timm)."""
+    from ovseg.proposals.maskformer import MaskFormerProposals
+
+    return MaskFormerProposals(**options)
+
 
 PROPOSAL_REGISTRY: dict[str, Callable[..., ProposalGenerator]] = {
     "gt": GroundTruthProposals,
     "superpixel": SuperpixelProposals,
+    "maskformer": _maskformer,
 }
 
 
@@ -32,5 +42,5 @@ def build_proposals(name: str, **options: Any) -> ProposalGenerator:
 
 __all__ = [
     "PROPOSAL_REGISTRY", "ImageContext", "ProposalGenerator", "Proposals",
-    "GroundTruthProposals", "SuperpixelProposals", "build_proposals", "register_proposals",
+    "GroundTruthProposals", "SuperpixelProposals", "build_proposals", "propose_batch", "register_proposals",
 ]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -51,3 +51,14 @@ class ProposalGenerator(Protocol):
     name: str
 
     def __call__(self, image: np.ndarray, context: ImageContext) -> Proposals: ...
+
+
+def propose_batch(
+    backend: ProposalGenerator, images: Sequence[np.ndarray], contexts: Sequence[ImageContext]
+) -> list[Proposals]:
+    """Proposals for the images of a batch: the backend's own ``propose_batch(images, contexts)`` when
+    it has one (e.g. ``maskformer``: one network pass for several images), else one call per image."""
+    batched = getattr(backend, "propose_batch", None)
+    if batched is not None:
+        return list(batched(images, contexts))
+    return [backend(image, context) for image, context in zip(images, contexts)]

@@ -16,14 +16,7 @@ from skimage.segmentation import felzenszwalb
 from skimage.transform import resize
 
 from ovseg.proposals.base import ImageContext, Proposals
-
-
-def _mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU between ``[N,P]`` and ``[M,P]`` bool masks → ``[N,M]``."""
-    af, bf = a.float(), b.float()
-    inter = af @ bf.T
-    union = af.sum(1, keepdim=True) + bf.sum(1)[None] - inter
-    return inter / union.clamp(min=1)
+from ovseg.proposals.filtering import greedy_dedup
 
 
 @dataclass
@@ -70,14 +63,7 @@ class SuperpixelProposals:
             segments.append(lab[None] == keep[:, None])  # [S,P] only for labels in the area range
         cand = torch.cat(segments)
         cand = cand[cand.sum(1).argsort(descending=True, stable=True)]
-        kept: list[int] = []
-        if len(cand):
-            iou = _mask_iou(cand, cand).numpy()
-            for i in range(len(cand)):
-                if not kept or iou[i, kept].max() <= self.dedup_iou:
-                    kept.append(i)
-                if len(kept) >= self.max_proposals:
-                    break
+        kept = greedy_dedup(cand, iou_threshold=self.dedup_iou, max_keep=self.max_proposals)
         masks = cand[kept].view(len(kept), *small.shape[:2])
         if factor < 1.0 and len(kept):
             masks = F.interpolate(masks[:, None].float(), size=(h, w), mode="nearest")[:, 0] > 0.5
