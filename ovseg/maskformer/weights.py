@@ -44,7 +44,8 @@ def maskformer_from_payload(payload: dict[str, Any]) -> OpenVocabMaskFormer:
     """Build the model of a loaded ``ovseg-maskformer/1`` dict and load its weights strictly."""
     if not is_maskformer_file(payload):
         raise ValueError(f"not an {FORMAT} file (format={payload.get('format')!r})")
-    model = maskformer_from_state(spec_from_dict(payload["spec"]), payload["model"])
+    state = {k: v.float() if v.is_floating_point() else v for k, v in payload["model"].items()}  # fp16 files load as fp32
+    model = maskformer_from_state(spec_from_dict(payload["spec"]), state)
     return model
 
 
