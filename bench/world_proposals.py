@@ -150,6 +150,7 @@ def mine_precision(world: Path, out: Path, *, n_train: int, units: int, backends
     from bench.world import mine
     from pipelines.world.evaluate import mining_quality
 
+    out.mkdir(parents=True, exist_ok=True)
     gt = GroundTruth(world / "coco/annotations/instances_train.json", world / "coco/annotations/captions_train.json")
     ids = {image_id_of("train", i) for i in range(n_train)}
     return {b: mining_quality(mine(world, out, b, backend=b, units=units, checkpoint=CLIP_CHECKPOINT), gt, image_ids=ids)

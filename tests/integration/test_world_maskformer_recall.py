@@ -1,8 +1,8 @@
 """Regression: the committed world MaskFormer (assets/world_maskformer/) still covers objects of
 categories it never saw annotated, through the ``maskformer`` proposal backend, on a freshly
 generated world split (seed 9: neither its training world, seed 1, nor bench/world.py's, seed 0).
-The bars sit a little below what the committed weights measure here (see /work issue-9 note):
-unseen objects 0.85 and backgrounds 1.00 at 16 proposals on these 100 images."""
+The bars sit a little below what the committed weights measure on exactly these 100 images at 16
+proposals: unseen objects 0.891 (57 of 64), backgrounds 0.993 (152 of 153)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -15,7 +15,7 @@ from pipelines.world.generate import generate_split
 
 pytestmark = pytest.mark.integration
 N_IMAGES = 100
-UNSEEN_BAR = 0.80  # measured: see the module docstring
+UNSEEN_BAR = 0.84  # measured 0.891: see the module docstring
 BACKGROUND_BAR = 0.95
 
 
