@@ -15,6 +15,11 @@
    (``clip.prompt=``), tune a fresh prompt on the re-mined pairs.
 5. Held-out val split (bench/world_eval.py): whole-image object hit@1 next to masked-crop accuracy
    on ground-truth masks (the domain gap), two-stage mIoU, and the two oracles.
+6. With ``--backends gt,superpixel,maskformer`` (the committed world MaskFormer,
+   assets/world_maskformer/): its pairs beside the others, object precision split into the
+   categories it was trained on (seen) and held out (unseen), and class-agnostic mask recall of
+   seen / unseen objects and backgrounds at 16 / 32 / 100 proposals on the val split
+   (bench/world_proposals.py).
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.world_eval import TunedRun, evaluate, load_models  # noqa: E402
+from bench.world_proposals import CHECKPOINT as MASKFORMER  # noqa: E402
+from bench.world_proposals import maskformer_seen_names, precision_table, recall_table, run_recall  # noqa: E402
 from pipelines.world.categories import NAMES  # noqa: E402
 from pipelines.world.evaluate import GroundTruth, mining_quality  # noqa: E402
 from pipelines.world.generate import generate_split, image_id_of  # noqa: E402
@@ -112,6 +119,12 @@ def table(result: dict) -> str:
                      f"{m['crop_acc_stuff']:>8.3f}{m['mIoU_two_stage']:>13.3f}{m['mIoU_gt_masks']:>14.3f}")
     lines.append(f"{'oracle: superpixel proposals + GT classes':<45} mIoU {ev['mIoU_proposals_gt_classes']:.3f}")
     lines.append("whole img = 16-way object hit@1 on whole images; crop acc = 22-way on GT masks cut the OVSeg way")
+    if "maskformer" in result["mining"]:
+        lines.append("\n== round-1 pairs, objects split by the world MaskFormer's seen / unseen categories ==")
+        rows = {name: result["mining"][name] for name in ("gt", "superpixel", "maskformer") if name in result["mining"]}
+        lines.append(precision_table(rows, maskformer_seen_names(MASKFORMER)))
+    if result.get("proposal_recall"):
+        lines.append("\n" + recall_table(result["proposal_recall"]))
     return "\n".join(lines)
 
 
@@ -127,7 +140,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--threads", type=int, default=1, help="torch threads here and in the jobs")
     ap.add_argument("--units", type=int, default=200, help="images per mining unit")
     ap.add_argument("--tune-steps", type=int, default=None, help="optimizer steps (default: conf epochs)")
-    ap.add_argument("--backends", default="gt,superpixel", help="proposal backends mined in round 1 (comma list)")
+    ap.add_argument("--backends", default="gt,superpixel", help="proposal backends mined in round 1 (comma list; "
+                    "add maskformer for the world MaskFormer's pairs and proposal recall)")
     ap.add_argument("--tune-on", choices=("gt", "superpixel"), default="gt", help="pairs the tuning runs train on")
     ap.add_argument("--no-finetune", action="store_true", help="skip the fine-tuning runs (FT, FT+MPT)")
     ap.add_argument("--no-round2", action="store_true", help="skip re-mining with the tuned CLIP")
@@ -165,6 +179,7 @@ def main(argv: list[str] | None = None) -> dict:
         ap.error(f"--tune-on {args.tune_on} must be one of --backends {args.backends}")
     for backend in backends:
         mine_and_measure(backend, backend)
+    proposal_recall = timed("proposal_recall", run_recall, args.world, args.val) if "maskformer" in backends else None
     runs: list[TunedRun] = []
     summaries: dict[str, dict] = {}
 
@@ -191,7 +206,8 @@ def main(argv: list[str] | None = None) -> dict:
                                                   "eval_before", "eval_after", "train_seconds")}
                     for name, s in summaries.items()}
     result = {"settings": {k: str(v) for k, v in vars(args).items()},
-              "mining": mining, "eval": ev, "seconds": {k: round(v, 1) for k, v in timings.items()}}
+              "mining": mining, "eval": ev, "proposal_recall": proposal_recall,
+              "seconds": {k: round(v, 1) for k, v in timings.items()}}
     print(table(result))
     path = args.json or args.out / "world_bench.json"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -67,10 +67,11 @@ def prune(out_dir: str | Path, keep_last: int) -> None:
         path.unlink(missing_ok=True)
 
 
-def load_checkpoint(path: str | Path) -> dict:
+def load_checkpoint(path: str | Path, fmt: str = FORMAT) -> dict:
+    """A checkpoint whose ``format`` tag is ``fmt`` (the tuning job's by default)."""
     obj = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(obj, dict) or obj.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a tuning checkpoint ({FORMAT})")
+    if not isinstance(obj, dict) or obj.get("format") != fmt:
+        raise ValueError(f"{path} is not a training checkpoint of format {fmt}")
     return obj
 
 

@@ -34,7 +34,7 @@ from pipelines.records import SkipSample
 
 from .categories import CATEGORIES
 
-__all__ = ["MinedPair", "read_pairs", "pair_mask", "GroundTruth", "mining_quality"]
+__all__ = ["MinedPair", "read_pairs", "pair_mask", "GroundTruth", "decode_segmentation", "mining_quality"]
 
 log = logging.getLogger(__name__)
 _WORLD_PLURALS = {c.name: c.plural for c in CATEGORIES}
@@ -103,17 +103,8 @@ class GroundTruth:
         """``[(category name, bool mask [H, W])]`` of one image (decoded once, cached)."""
         if image_id not in self._masks:
             h, w = self.sizes[image_id]
-            out = []
-            for a in self.anns.get(image_id, []):
-                seg = a["segmentation"]
-                if isinstance(seg, list):
-                    rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
-                elif isinstance(seg.get("counts"), list):
-                    rle = mask_utils.frPyObjects(seg, h, w)
-                else:
-                    rle = {"size": seg["size"], "counts": seg["counts"].encode() if isinstance(seg["counts"], str) else seg["counts"]}
-                out.append((self.names[a["category_id"]], mask_utils.decode(rle).astype(bool)))
-            self._masks[image_id] = out
+            self._masks[image_id] = [(self.names[a["category_id"]], decode_segmentation(a["segmentation"], h, w))
+                                     for a in self.anns.get(image_id, [])]
         return self._masks[image_id]
 
     def named_present(self, image_id: int) -> set[str]:
@@ -133,6 +124,17 @@ class GroundTruth:
         if max(_iou(mask, m) for m in insts) < iou_threshold:
             return "mask_iou_below_threshold"
         return None
+
+
+def decode_segmentation(seg: list | dict, height: int, width: int) -> np.ndarray:
+    """A COCO ``segmentation`` (polygons, uncompressed or compressed RLE) → bool mask ``[H, W]``."""
+    if isinstance(seg, list):
+        rle = mask_utils.merge(mask_utils.frPyObjects(seg, height, width))
+    elif isinstance(seg.get("counts"), list):
+        rle = mask_utils.frPyObjects(seg, height, width)
+    else:
+        rle = {"size": seg["size"], "counts": seg["counts"].encode() if isinstance(seg["counts"], str) else seg["counts"]}
+    return mask_utils.decode(rle).astype(bool)
 
 
 def _iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -155,7 +157,8 @@ def mining_quality(pairs_folder: str | Path, gt: GroundTruth, iou_threshold: flo
 
     Returns:
         ``{"pairs", "correct", "precision", "recall", "opportunities", "found",
-        "precision_by_kind": {...}, "wrong_reasons": {...}, "pairs_per_noun": {...}}``.
+        "precision_by_kind": {...}, "wrong_reasons": {...}, "pairs_per_noun": {...},
+        "correct_per_noun": {...}}``.
     """
     correct = 0
     n_pairs = 0
@@ -193,4 +196,5 @@ def mining_quality(pairs_folder: str | Path, gt: GroundTruth, iou_threshold: flo
         "recall": len(found & opportunities) / len(opportunities) if opportunities else float("nan"),
         "precision_by_kind": by_kind, "wrong_reasons": dict(reasons),
         "pairs_per_noun": dict(per_noun.most_common()),
+        "correct_per_noun": {n: per_noun_ok[n] for n in per_noun},
     }

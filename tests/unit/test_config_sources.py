@@ -14,9 +14,10 @@ from pipelines.config import _load_yaml_chain, load_config
 from pipelines.config_help import describe, field_comments
 from pipelines.mine_config import MineConfig
 from pipelines.train.config import EvalCropsConfig, TuneConfig
+from pipelines.train.maskformer_config import TrainMaskFormerConfig
 from tests.conftest import REPO
 
-SCHEMAS = {"mine": MineConfig, "tune_mpt": TuneConfig}
+SCHEMAS = {"mine": MineConfig, "tune_mpt": TuneConfig, "train_maskformer": TrainMaskFormerConfig}
 PRESETS = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "conf").rglob("*.yaml"))
 
 
@@ -83,7 +84,7 @@ def _config_classes() -> set[type]:
                 if dataclasses.is_dataclass(arg):
                     walk(arg)
 
-    for schema in (MineConfig, TuneConfig, EvalCropsConfig):
+    for schema in (MineConfig, TuneConfig, EvalCropsConfig, TrainMaskFormerConfig):
         walk(schema)
     return seen
 
@@ -105,7 +106,8 @@ def test_match_params_are_keyword_only():
     assert MatchParams(min_score=0.2).min_score == 0.2
 
 
-@pytest.mark.parametrize("job, schema", [("mine", MineConfig), ("tune_mpt", TuneConfig)])
+@pytest.mark.parametrize("job, schema", [("mine", MineConfig), ("tune_mpt", TuneConfig),
+                                         ("train_maskformer", TrainMaskFormerConfig)])
 def test_help_lists_every_key_with_default_and_comment(job, schema):
     out = subprocess.run([sys.executable, f"jobs/{job}.py", "--help"], cwd=REPO, capture_output=True,
                          text=True, timeout=300, check=True).stdout
