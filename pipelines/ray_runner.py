@@ -42,7 +42,8 @@ class MiningActor:
         self.miner = UnitMiner(cfg)
 
     def mine(self, unit: WorkUnit) -> dict[str, Any]:
-        return self.miner.mine_unit(unit)
+        """The unit's committed stats plus ``node_id``: the Ray node this actor runs on."""
+        return dict(self.miner.mine_unit(unit), node_id=ray.get_runtime_context().get_node_id())
 
     def ready(self) -> str:
         return str(self.miner.device)
@@ -123,6 +124,7 @@ def _dispatch(cfg: MineConfig, todo: list[WorkUnit], result: RunResult, *, on_un
     actor_cls = ray.remote(MiningActor).options(
         num_cpus=cfg.ray.num_cpus_per_actor, num_gpus=cfg.ray.num_gpus_per_actor,
         max_restarts=cfg.ray.max_restarts, max_task_retries=cfg.ray.max_task_retries,
+        scheduling_strategy="SPREAD",  # one actor per node first: losing a node costs the fewest actors
     )
     n_actors = min(cfg.ray.num_actors, len(todo))
     actors = [actor_cls.remote(cfg, logging.getLogger().level) for _ in range(n_actors)]
