@@ -12,8 +12,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import signal
 import subprocess
 import sys
 import tarfile
@@ -31,7 +29,7 @@ from pipelines.mine_config import MineConfig
 from pipelines.pair_format import committed_shards, iter_committed, list_names, shard_url, verify_shard
 from pipelines.shards import committed_units, write_sizes
 from tests.integration.conftest import REPO, child_env
-from tests.integration.processes import kill_session, start_session
+from tests.integration.processes import kill_session, sigkill_session, start_session
 from tests.integration.s3_store import start_s3, stop_s3, write_yaml
 
 pytestmark = pytest.mark.integration
@@ -201,7 +199,7 @@ def test_driver_sigkilled_on_s3_leaves_nothing_half_committed_and_rerun_matches(
         deadline = time.time() + 400
         while len(list_names(out, so)) < 6 and time.time() < deadline and proc.poll() is None:
             time.sleep(0.05)  # ~3 units committed (tar + marker each)
-        os.killpg(proc.pid, signal.SIGKILL)  # the driver and the Ray it started, no clean-up
+        sigkill_session(proc.pid)  # the driver and the Ray it started, no clean-up
     finally:
         kill_session(proc.pid)
     before = committed_units(out, so)
