@@ -25,6 +25,7 @@ from pipelines.shards import committed_units, write_sizes
 from pipelines.stats import RunResult
 
 log = logging.getLogger(__name__)
+LOCAL_START_ATTEMPTS = 3  # tries to start a local Ray
 
 
 class ActorStartError(RuntimeError):
@@ -59,8 +60,16 @@ def init_ray(cfg: MineConfig) -> bool:
         alive = sum(1 for node in ray.nodes() if node.get("Alive"))
         check_output_shared(cfg.output.url, alive_nodes=alive, shared_filesystem=cfg.output.shared_filesystem)
         return False
-    ray.init(include_dashboard=False, log_to_driver=True,
-             num_cpus=max(os.cpu_count() or 1, int(cfg.ray.num_actors * cfg.ray.num_cpus_per_actor)))
+    for attempt in range(1, LOCAL_START_ATTEMPTS + 1):
+        try:
+            ray.init(include_dashboard=False, log_to_driver=True,
+                     num_cpus=max(os.cpu_count() or 1, int(cfg.ray.num_actors * cfg.ray.num_cpus_per_actor)))
+            return True
+        except Exception as err:  # Ray gives a starting node a fixed 30 s, then raises a bare Exception
+            if "timed out during startup" not in str(err) or attempt == LOCAL_START_ATTEMPTS:
+                raise
+            log.warning("local Ray start %d of %d timed out (loaded machine?); retrying", attempt, LOCAL_START_ATTEMPTS)
+            ray.shutdown()
     return True
 
 
