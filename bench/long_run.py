@@ -116,12 +116,12 @@ def _median(values: list[float]) -> float:
 def analyse(units: list[dict], samples: list[Sample], *, warmup: float = 0.2) -> dict:
     """Growth of RSS and fds after warm-up, per role, and throughput first vs last units."""
     n_warm = max(1, int(len(units) * warmup))
-    warm_end = units[n_warm - 1]["done_at"]
+    warm_end, end = units[n_warm - 1]["done_at"], units[-1]["done_at"]  # after `end` the actors are being stopped
     figures: dict = {"units": len(units), "images": sum(u["images"] for u in units),
                      "pairs": sum(u["pairs"] for u in units), "warmup_units": n_warm,
                      "warmup_seconds": round(warm_end, 1)}
     for role in ("driver", "actor"):
-        after = [s for s in samples if s.role == role and s.t >= warm_end and s.rss is not None]
+        after = [s for s in samples if s.role == role and warm_end <= s.t <= end and s.rss is not None]
         if len(after) < 4:
             figures[role] = {"samples": len(after)}
             continue

@@ -94,6 +94,20 @@ class Cluster:
             time.sleep(2)
         pytest.fail(f"cluster did not reach {n} nodes: " + self.logs()[-3000:])
 
+    def start(self, which: str, attempts: int = 3) -> None:
+        """Start the head or the second node, again when Ray's fixed 30 s start-up wait runs out
+        (a loaded machine); the failed attempt's session is stopped first."""
+        for attempt in range(1, attempts + 1):
+            getattr(self, f"start_{which}")()
+            proc = getattr(self, which)
+            try:
+                self.wait_nodes(1 if which == "head" else 2)
+                return
+            except BaseException:
+                if proc.poll() is None or attempt == attempts:
+                    raise
+                kill_session(proc.pid)
+
     def logs(self) -> str:
         return "\n".join(p.read_text(errors="replace") for p in sorted(self.work.glob("*.log")))
 
@@ -123,10 +137,8 @@ def cluster(tmp_path_factory):
                PYTHONPATH=str(REPO))
     cl = Cluster(env, token, work)
     try:
-        cl.start_head()
-        cl.wait_nodes(1)
-        cl.start_second()
-        cl.wait_nodes(2)
+        cl.start("head")
+        cl.start("second")
         yield cl
     finally:
         cl.stop()
