@@ -86,11 +86,11 @@ class Cluster:
     def wait_nodes(self, n: int, timeout: float = 400) -> list[dict]:
         deadline = time.time() + timeout
         while time.time() < deadline:
+            for proc in (self.head, self.second):
+                assert proc is None or proc.poll() is None, self.logs()[-3000:]
             nodes = self.nodes()
             if len(nodes) == n:
                 return nodes
-            for proc in (self.head, self.second):
-                assert proc is None or proc.poll() is None, self.logs()[-3000:]
             time.sleep(2)
         pytest.fail(f"cluster did not reach {n} nodes: " + self.logs()[-3000:])
 
