@@ -26,6 +26,7 @@ from pipelines.stats import RunResult
 
 log = logging.getLogger(__name__)
 LOCAL_START_ATTEMPTS = 3  # tries to start a local Ray
+ACTOR_REST_S = 15.0  # an actor whose unit failed with an actor error gets no new unit for this long
 
 
 class ActorStartError(RuntimeError):
@@ -148,10 +149,26 @@ def _dispatch(cfg: MineConfig, todo: list[WorkUnit], result: RunResult, *, on_un
     queue = list(reversed(todo))
     inflight: dict[ray.ObjectRef, tuple[Any, WorkUnit]] = {}
 
+    resting: dict[int, float] = {}  # id(actor) -> until when it gets no new unit (it failed; Ray restarts it)
+
     def submit(actor) -> None:
         unit = queue.pop()
         attempts[unit.index] = attempts.get(unit.index, 0) + 1
         inflight[actor.mine.remote(unit)] = (actor, unit)
+
+    def load(actor) -> int:
+        return sum(1 for a, _ in inflight.values() if a is actor)
+
+    def top_up() -> None:
+        """Give queued units to actors that are not resting, least loaded first, two at most each."""
+        while queue:
+            free = [a for a in actors if resting.get(id(a), 0.0) <= time.time() and load(a) < 2]
+            if not free:
+                break
+            submit(min(free, key=load))
+        if queue and not inflight:  # every actor rests: wait for the first one to be back
+            time.sleep(max(0.0, min(resting.values()) - time.time()))
+            submit(min(actors, key=lambda a: resting.get(id(a), 0.0)))
 
     for actor in actors:
         for _ in range(2):
@@ -168,11 +185,12 @@ def _dispatch(cfg: MineConfig, todo: list[WorkUnit], result: RunResult, *, on_un
                 queue.append(unit)
             else:
                 result.failed[unit.index] = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
+            if isinstance(err, ray.exceptions.RayActorError):  # died / unreachable (its node is lost):
+                resting[id(actor)] = time.time() + ACTOR_REST_S  # retry elsewhere, not on it at once
         else:
             result.mined.append(stats)
             if on_unit is not None:
                 on_unit(stats)
-        if queue:
-            submit(actor)
+        top_up()
     result.mining_seconds = time.time() - ready
 
