@@ -31,6 +31,7 @@ import fsspec
 from fsspec.core import url_to_fs
 
 from pipelines.records import SkipSample
+from pipelines.tar_safety import unsafe_member_reason
 from pipelines.urls import basename, expand_urls, parent_url
 
 log = logging.getLogger(__name__)
@@ -126,28 +127,89 @@ def committed_indices(names: Iterable[str]) -> list[int]:
 
 def list_names(folder_url: str, storage_options: Optional[dict] = None) -> set[str]:
     """Base names in a folder (empty when it does not exist)."""
+    return set(list_sizes(folder_url, storage_options))
+
+
+def list_sizes(folder_url: str, storage_options: Optional[dict] = None) -> dict[str, int]:
+    """``base name → size in bytes`` of the files in a folder (empty when it does not exist).
+
+    Always a fresh listing: object-store file systems (s3fs, gcsfs) cache listings per process,
+    and other processes (actors, other runs) write here.
+    """
     fs, root = url_to_fs(folder_url, **(storage_options or {}))
+    fs.invalidate_cache(root)
     if not fs.isdir(root):
-        return set()
-    return {basename(p) for p in fs.ls(root, detail=False)}
+        return {}
+    return {basename(e["name"]): int(e.get("size") or 0) for e in fs.ls(root, detail=True) if e.get("type") != "directory"}
+
+
+def marker_matches(stats: dict, tar_size: int) -> bool:
+    """Whether a tar of ``tar_size`` bytes is the one its commit marker ``stats`` describes.
+
+    Markers written before ``tar_bytes`` existed are trusted by presence alone.
+    """
+    return "tar_bytes" not in stats or int(stats["tar_bytes"]) == int(tar_size)
+
+
+def read_marker(out_url: str, index: int, storage_options: Optional[dict] = None) -> Optional[dict]:
+    """Unit ``index``'s commit marker (None when absent or unreadable)."""
+    try:
+        with fsspec.open(stats_url(out_url, index), "rb", **(storage_options or {})) as f:
+            stats = json.loads(f.read())
+    except (FileNotFoundError, ValueError, UnicodeDecodeError):
+        return None
+    return stats if isinstance(stats, dict) else None
+
+
+def verify_shard(out_url: str, index: int, storage_options: Optional[dict] = None) -> Optional[str]:
+    """Full check of one committed unit: None when its tar has the marker's size, SHA-256 and pair
+    count, else what differs (reads the whole tar)."""
+    import hashlib
+
+    stats = read_marker(out_url, index, storage_options)
+    if stats is None:
+        return "no readable commit marker"
+    digest, size = hashlib.sha256(), 0
+    try:
+        with fsspec.open(shard_url(out_url, index), "rb", **(storage_options or {})) as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+    except FileNotFoundError:
+        return "tar missing"
+    if size != stats.get("tar_bytes", size):
+        return f"size {size} != marker's {stats['tar_bytes']}"
+    if digest.hexdigest() != stats.get("tar_sha256", digest.hexdigest()):
+        return "SHA-256 differs from the marker's"
+    keys = {s["__key__"] for s in iter_tar(shard_url(out_url, index), collections.Counter(), storage_options)}
+    if len(keys) != stats.get("pairs_written", len(keys)):
+        return f"{len(keys)} pairs != marker's {stats['pairs_written']}"
+    return None
 
 
 def committed_shards(urls: Sequence[str], storage_options: Optional[dict] = None) -> list[str]:
     """The ``urls`` that exist and, in folders that hold commit markers, are committed.
 
     A folder without any marker (tars from elsewhere) keeps every tar that exists.
+    A committed tar whose size differs from the ``tar_bytes`` of its marker is left out too.
     """
-    listings: dict[str, set[str]] = {}
+    listings: dict[str, dict[str, int]] = {}
     kept: list[str] = []
     for url in urls:
         folder = parent_url(url)
         if folder not in listings:
-            listings[folder] = list_names(folder, storage_options)
+            listings[folder] = list_sizes(folder, storage_options)
         names = listings[folder]
         marked = any(n.endswith(".stats.json") for n in names)
         name = basename(url)
-        if name in names and (not marked or is_committed(name, names)):
-            kept.append(url)
+        if name not in names or (marked and not is_committed(name, names)):
+            continue
+        if marked and (m := _STATS_RE.fullmatch(name[: -len(".tar")] + ".stats.json")):
+            stats = read_marker(folder, int(m.group(1)), storage_options)
+            if stats is None or not marker_matches(stats, names[name]):
+                log.warning("%s does not match its commit marker: left out", url)
+                continue
+        kept.append(url)
     if len(kept) < len(urls):
         log.info("ignoring %d missing or uncommitted shards", len(urls) - len(kept))
     return kept
@@ -201,13 +263,20 @@ def read_sizes(shards: Sequence[str], storage_options: Optional[dict] = None) ->
 def iter_tar(url: str, skips: collections.Counter, storage_options: Optional[dict] = None) -> Iterator[dict]:
     """Samples of one tar shard: ``{"__key__", "__url__", ext: bytes, ...}``, grouped by key.
 
-    A shard that cannot be opened or breaks midway is counted as ``shard_error``; the samples read
-    before the break are kept.
+    A shard that cannot be opened or breaks midway is counted as ``shard_error``, one that stops
+    without its end-of-archive marker (cut at a member boundary) as ``truncated_shard``; the
+    samples read before the break are kept.
     """
+    from pipelines.corpus.webdataset import ended_cleanly
+
     current: dict | None = None
     try:
         with fsspec.open(url, "rb", **(storage_options or {})) as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
             for member in tar:
+                if unsafe := unsafe_member_reason(member):
+                    log.warning("shard %s: refused member %r (%s)", url, member.name, unsafe)
+                    skips[unsafe] += 1
+                    continue
                 if not member.isfile():
                     continue
                 key, _, ext = PurePosixPath(member.name).name.partition(".")
@@ -218,6 +287,9 @@ def iter_tar(url: str, skips: collections.Counter, storage_options: Optional[dic
                     current = {"__key__": key, "__url__": url}
                 data = tar.extractfile(member)
                 current[ext.lower()] = data.read() if data is not None else b""
+            if not ended_cleanly(tar):
+                log.warning("shard %s: no end-of-archive marker (truncated)", url)
+                skips["truncated_shard"] += 1
     except (OSError, tarfile.TarError, EOFError) as err:
         log.warning("shard %s: %s", url, err)
         skips["shard_error"] += 1

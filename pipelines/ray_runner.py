@@ -25,6 +25,8 @@ from pipelines.shards import committed_units, write_sizes
 from pipelines.stats import RunResult
 
 log = logging.getLogger(__name__)
+LOCAL_START_ATTEMPTS = 3  # tries to start a local Ray
+ACTOR_REST_S = 15.0  # an actor whose unit failed with an actor error gets no new unit for this long
 
 
 class ActorStartError(RuntimeError):
@@ -42,7 +44,8 @@ class MiningActor:
         self.miner = UnitMiner(cfg)
 
     def mine(self, unit: WorkUnit) -> dict[str, Any]:
-        return self.miner.mine_unit(unit)
+        """The unit's committed stats plus ``node_id``: the Ray node this actor runs on."""
+        return dict(self.miner.mine_unit(unit), node_id=ray.get_runtime_context().get_node_id())
 
     def ready(self) -> str:
         return str(self.miner.device)
@@ -58,8 +61,16 @@ def init_ray(cfg: MineConfig) -> bool:
         alive = sum(1 for node in ray.nodes() if node.get("Alive"))
         check_output_shared(cfg.output.url, alive_nodes=alive, shared_filesystem=cfg.output.shared_filesystem)
         return False
-    ray.init(include_dashboard=False, log_to_driver=True,
-             num_cpus=max(os.cpu_count() or 1, int(cfg.ray.num_actors * cfg.ray.num_cpus_per_actor)))
+    for attempt in range(1, LOCAL_START_ATTEMPTS + 1):
+        try:
+            ray.init(include_dashboard=False, log_to_driver=True,
+                     num_cpus=max(os.cpu_count() or 1, int(cfg.ray.num_actors * cfg.ray.num_cpus_per_actor)))
+            return True
+        except Exception as err:  # Ray gives a starting node a fixed 30 s, then raises a bare Exception
+            if "timed out during startup" not in str(err) or attempt == LOCAL_START_ATTEMPTS:
+                raise
+            log.warning("local Ray start %d of %d timed out (loaded machine?); retrying", attempt, LOCAL_START_ATTEMPTS)
+            ray.shutdown()
     return True
 
 
@@ -123,6 +134,7 @@ def _dispatch(cfg: MineConfig, todo: list[WorkUnit], result: RunResult, *, on_un
     actor_cls = ray.remote(MiningActor).options(
         num_cpus=cfg.ray.num_cpus_per_actor, num_gpus=cfg.ray.num_gpus_per_actor,
         max_restarts=cfg.ray.max_restarts, max_task_retries=cfg.ray.max_task_retries,
+        scheduling_strategy="SPREAD",  # one actor per node first: losing a node costs the fewest actors
     )
     n_actors = min(cfg.ray.num_actors, len(todo))
     actors = [actor_cls.remote(cfg, logging.getLogger().level) for _ in range(n_actors)]
@@ -137,10 +149,26 @@ def _dispatch(cfg: MineConfig, todo: list[WorkUnit], result: RunResult, *, on_un
     queue = list(reversed(todo))
     inflight: dict[ray.ObjectRef, tuple[Any, WorkUnit]] = {}
 
+    resting: dict[int, float] = {}  # id(actor) -> until when it gets no new unit (it failed; Ray restarts it)
+
     def submit(actor) -> None:
         unit = queue.pop()
         attempts[unit.index] = attempts.get(unit.index, 0) + 1
         inflight[actor.mine.remote(unit)] = (actor, unit)
+
+    def load(actor) -> int:
+        return sum(1 for a, _ in inflight.values() if a is actor)
+
+    def top_up() -> None:
+        """Give queued units to actors that are not resting, least loaded first, two at most each."""
+        while queue:
+            free = [a for a in actors if resting.get(id(a), 0.0) <= time.time() and load(a) < 2]
+            if not free:
+                break
+            submit(min(free, key=load))
+        if queue and not inflight:  # every actor rests: wait for the first one to be back
+            time.sleep(max(0.0, min(resting.values()) - time.time()))
+            submit(min(actors, key=lambda a: resting.get(id(a), 0.0)))
 
     for actor in actors:
         for _ in range(2):
@@ -157,11 +185,12 @@ def _dispatch(cfg: MineConfig, todo: list[WorkUnit], result: RunResult, *, on_un
                 queue.append(unit)
             else:
                 result.failed[unit.index] = f"{type(err).__name__}: {str(err).splitlines()[0][:300]}"
+            if isinstance(err, ray.exceptions.RayActorError):  # died / unreachable (its node is lost):
+                resting[id(actor)] = time.time() + ACTOR_REST_S  # retry elsewhere, not on it at once
         else:
             result.mined.append(stats)
             if on_unit is not None:
                 on_unit(stats)
-        if queue:
-            submit(actor)
+        top_up()
     result.mining_seconds = time.time() - ready
 

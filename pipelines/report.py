@@ -17,6 +17,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from pipelines.pair_format import PairMeta, iter_tar, shard_url
 from pipelines.records import SkipSample
+from pipelines.redact import redact
 from pipelines.stats import RunResult, aggregate
 from pipelines.throughput import accumulated_throughput
 
@@ -218,7 +219,7 @@ def write_report(out_url: str, run: RunResult, *, config: dict[str, Any], n_shee
         "mining_images_per_s": this_run["images"] / mining_seconds if mining_seconds > 0 else None,
         "mining_pairs_per_s": this_run["pairs"] / mining_seconds if mining_seconds > 0 else None,
         "failed": {str(k): v for k, v in failed.items()},
-        "config": config,
+        "config": redact(config),  # storage_options carry credentials
         "ground_truth": ground_truth,
     }
     fs, root = url_to_fs(out_url, **(storage_options or {}))

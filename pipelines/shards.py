@@ -7,6 +7,7 @@ readers ignore it. So a killed run never leaves anything that looks complete.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import logging
@@ -16,9 +17,25 @@ import fsspec
 import webdataset as wds
 from fsspec.core import url_to_fs
 
-from pipelines.pair_format import SHARD_NAME, SIZES_NAME, STATS_NAME, committed_indices, list_names, sizes_of
+from pipelines.pair_format import (SHARD_NAME, SIZES_NAME, STATS_NAME, committed_indices, list_sizes, marker_matches,
+                                   sizes_of)
 
 log = logging.getLogger(__name__)
+
+
+class _CountingFile:
+    """A write-only file wrapper that counts the bytes written and hashes them (SHA-256)."""
+
+    def __init__(self, raw) -> None:
+        self.raw, self.size, self.digest = raw, 0, hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.size += len(data)
+        self.digest.update(data)
+        return self.raw.write(data)
+
+    def close(self) -> None:
+        self.raw.close()
 
 
 def _write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
@@ -47,7 +64,7 @@ class ShardWriter:
         for stale in (self.stats_path, self.path, self.tmp_path):
             if self.fs.exists(stale):
                 self.fs.rm(stale)
-        self._file = self.fs.open(self.tmp_path, "wb")
+        self._file = _CountingFile(self.fs.open(self.tmp_path, "wb"))
         self._tar = wds.TarWriter(self._file, encoder=False, mtime=1.0)
 
     def write(self, sample: dict[str, Any]) -> None:
@@ -59,11 +76,16 @@ class ShardWriter:
         self.count += 1
 
     def commit(self, stats: dict[str, Any]) -> None:
-        """Close the tar, move it to its final name, then write the stats file (the commit)."""
+        """Close the tar, move it to its final name, then write the stats file (the commit).
+
+        The stats carry the tar's byte size and SHA-256 (``tar_bytes``, ``tar_sha256``): on object
+        stores, where "rename" is copy + delete, a reader checks the tar it sees against them.
+        """
         self._tar.close()
         self._file.close()
         self.fs.mv(self.tmp_path, self.path)
-        payload = dict(stats, pairs_written=self.count)
+        payload = dict(stats, pairs_written=self.count, tar_bytes=self._file.size,
+                       tar_sha256=self._file.digest.hexdigest())
         _write_atomic(self.fs, self.stats_path, json.dumps(payload, indent=1, sort_keys=True).encode())
 
     def abort(self) -> None:
@@ -84,16 +106,23 @@ class ShardWriter:
 
 
 def committed_units(out_url: str, storage_options: dict[str, Any] | None = None) -> dict[int, dict]:
-    """``unit index → stats`` for every committed unit under ``out_url`` (stats file and tar present)."""
+    """``unit index → stats`` for every committed unit under ``out_url``: stats file and tar present,
+    and the tar's size equal to the ``tar_bytes`` its stats recorded (when they record it)."""
     fs, root = url_to_fs(out_url, **(storage_options or {}))
+    sizes = list_sizes(out_url, storage_options)
     out: dict[int, dict] = {}
-    for index in committed_indices(list_names(out_url, storage_options)):
+    for index in committed_indices(sizes):
         name = STATS_NAME.format(index)
         try:
             with fs.open(f"{root.rstrip('/')}/{name}", "rb") as f:
-                out[index] = json.loads(f.read())
+                stats = json.loads(f.read())
         except (json.JSONDecodeError, UnicodeDecodeError):
             log.warning("unreadable stats file %s: unit will be redone", name)
+            continue
+        if not marker_matches(stats, sizes[SHARD_NAME.format(index)]):
+            log.warning("%s does not match its commit marker %s: unit will be redone", SHARD_NAME.format(index), name)
+            continue
+        out[index] = stats
     return out
 
 

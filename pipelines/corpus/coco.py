@@ -4,7 +4,8 @@ Images are sorted by id and cut into units of ``images_per_unit`` images
 (``WorkUnit(source=json_url, start, stop)`` index into that order). All captions of an image are
 grouped into one record; the image itself is read lazily from ``images_url/file_name``.
 
-Skip reasons: ``bad_annotation`` (an image entry without ``id``/``file_name``) and the caption
+Skip reasons: ``bad_annotation`` (an image entry without ``id``/``file_name``), ``unsafe_path``
+(a ``file_name`` that is absolute, a URL, or climbs out of the image folder with ``..``) and the caption
 reasons of :func:`pipelines.records.clean_caption`. Images with no caption are kept (empty
 ``captions``), as the record contract allows.
 """
@@ -100,8 +101,12 @@ class CocoReader:
         index = self.index
         for image in index.images[unit.start : unit.stop]:
             image_id, file_name = image.get("id"), image.get("file_name")
-            if image_id is None or not file_name:
+            if image_id is None or not file_name or not isinstance(file_name, str):
                 skips["bad_annotation"] += 1
+                continue
+            if _unsafe_file_name(file_name):
+                logger.warning("%s: refused file_name %r of image %r", self.cfg.url, file_name, image_id)
+                skips["unsafe_path"] += 1
                 continue
             captions = clean_captions(
                 index.captions.get(image_id, []), self.cfg.max_caption_chars, skips
@@ -117,3 +122,9 @@ class CocoReader:
                 source_url=image.get("coco_url") or image.get("flickr_url"),
                 meta=meta,
             )
+
+
+def _unsafe_file_name(name: str) -> bool:
+    """Whether a ``file_name`` would leave the image folder: absolute, a URL, or with ``..``."""
+    return ("://" in name or name.startswith(("/", "\\")) or "\\" in name or (len(name) > 1 and name[1] == ":")
+            or ".." in name.split("/"))

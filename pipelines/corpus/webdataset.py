@@ -14,6 +14,8 @@ Skip reasons:
     ``missing_image``     a sample without an image member
     ``duplicate_member``  a second member with the same key and extension (the first one wins)
     ``bad_json``          a ``json`` member that does not parse (the sample is kept)
+    ``unsafe_link`` / ``unsafe_path``  a symlink / hard link, or an absolute or ``..`` member name
+                          (:mod:`pipelines.tar_safety`): refused, never followed
 plus the caption reasons of :func:`pipelines.records.clean_caption`.
 """
 
@@ -30,6 +32,7 @@ from typing import Any, Iterator, Optional
 import fsspec
 
 from pipelines.corpus.base import CorpusConfig, register_reader
+from pipelines.tar_safety import unsafe_member_reason
 from pipelines.urls import expand_urls
 from pipelines.records import ImageRecord, WorkUnit, clean_captions, sanitize_key
 
@@ -86,6 +89,10 @@ class WebDatasetReader:
         try:
             with tarfile.open(fileobj=f, mode="r|*") as tar:
                 for member in tar:
+                    if unsafe := unsafe_member_reason(member):
+                        logger.warning("%s: refused tar member %r (%s)", url, member.name, unsafe)
+                        skips[unsafe] += 1
+                        continue
                     if not member.isfile():
                         continue
                     member_key, ext = split_member_name(member.name)
@@ -100,7 +107,7 @@ class WebDatasetReader:
                         skips["duplicate_member"] += 1
                         continue
                     files[ext] = tar.extractfile(member).read()
-                complete = _ended_cleanly(tar)
+                complete = ended_cleanly(tar)
         except (tarfile.ReadError, EOFError, zlib.error) as e:  # I/O errors propagate (retry)
             reason = "truncated_tar" if _is_truncation(e) else "corrupt_tar"
             logger.warning("%s in %s after %d complete samples: %s", reason, url, n_done, e)
@@ -151,7 +158,7 @@ class WebDatasetReader:
         )
 
 
-def _ended_cleanly(tar: tarfile.TarFile) -> bool:
+def ended_cleanly(tar: tarfile.TarFile) -> bool:
     """True when iteration stopped on a zero block (the end-of-archive marker).
 
     ``tarfile`` ends iteration silently when the data stops at, or inside, a member header; in

@@ -5,9 +5,14 @@ A checkpoint ``ckpt-%08d.pt`` holds only plain containers and tensors, so it loa
 
 ``{"step", "samples", "trainable": {param name: tensor}, "optimizer", "scheduler",
 "rng": [per-rank RNG states], "world_size", "config": dict, "format": "ovseg-tune/1"}``
+
+Next to each one, ``ckpt-%08d.pt.sha256`` holds the SHA-256 of its bytes, written after it. A
+checkpoint whose bytes do not match its digest, or that does not load, is *damaged*:
+:func:`load_latest_intact` skips it (logged and returned) and takes the newest intact one.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import random
@@ -61,14 +66,61 @@ def save_atomic(obj: Any, path: str | Path) -> Path:
     return path
 
 
+def digest_path(path: str | Path) -> Path:
+    """Where the SHA-256 of checkpoint ``path`` is kept."""
+    return Path(f"{path}.sha256")
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def save_checkpoint(state: dict, path: str | Path) -> Path:
+    """:func:`save_atomic` plus the checkpoint's SHA-256 next to it (written second, also atomically)."""
+    path = save_atomic(state, path)
+    tmp = digest_path(path).with_suffix(".sha256.tmp")
+    tmp.write_text(_sha256(path) + "\n")
+    os.replace(tmp, digest_path(path))
+    return path
+
+
 def prune(out_dir: str | Path, keep_last: int) -> None:
-    """Delete all but the newest ``keep_last`` checkpoints."""
+    """Delete all but the newest ``keep_last`` checkpoints (with their digests)."""
     for _, path in list_checkpoints(out_dir)[:-keep_last]:
         path.unlink(missing_ok=True)
+        digest_path(path).unlink(missing_ok=True)
+
+
+def load_latest_intact(out_dir: str | Path, fmt: str = FORMAT) -> tuple[Path, dict, list[tuple[Path, str]]] | None:
+    """``(path, state, damaged)`` of the newest checkpoint that loads and matches its digest, with
+    ``damaged`` the newer ones skipped and why; None when there is no intact checkpoint at all."""
+    damaged: list[tuple[Path, str]] = []
+    for _, path in reversed(list_checkpoints(out_dir)):
+        try:
+            return path, load_checkpoint(path, fmt=fmt), damaged
+        except Exception as err:  # torch raises many types on a damaged file
+            reason = f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}"
+            log.warning("checkpoint %s is damaged (%s); trying the previous one", path, reason)
+            damaged.append((path, reason))
+    if damaged:
+        log.warning("no intact checkpoint in %s (%d damaged): starting from scratch", out_dir, len(damaged))
+    return None
 
 
 def load_checkpoint(path: str | Path, fmt: str = FORMAT) -> dict:
-    """A checkpoint whose ``format`` tag is ``fmt`` (the tuning job's by default)."""
+    """A checkpoint whose ``format`` tag is ``fmt`` (the tuning job's by default), loaded weights-only;
+    checks its SHA-256 when its digest file exists.
+
+    Raises:
+        ValueError: digest mismatch, or not a checkpoint of format ``fmt``.
+    """
+    digest = digest_path(path)
+    if digest.exists() and digest.read_text().strip() != _sha256(Path(path)):
+        raise ValueError(f"{path}: SHA-256 does not match {digest.name}")
     obj = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(obj, dict) or obj.get("format") != fmt:
         raise ValueError(f"{path} is not a training checkpoint of format {fmt}")

@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from ovseg import mpt_export
 from pipelines.config import as_dict
 from pipelines.pair_data import make_loader
+from pipelines.redact import redact
 from pipelines.train import checkpoint as ckpt
 from pipelines.train import setup
 from pipelines.train.config import TuneConfig
@@ -79,6 +80,7 @@ class Tuner:
         self.eval_text = setup.text_cache(self.bundle, "vild" if cfg.eval.templates == "vild" else "noun")
         self.step, self.samples, self.results = 0, 0, {}
         self.skips: collections.Counter = collections.Counter()
+        self.damaged_checkpoints: list[str] = []  # newer checkpoints skipped on resume (damaged)
         self.writer = None
         if world.is_main and cfg.run.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -89,10 +91,16 @@ class Tuner:
     def resume(self) -> None:
         """Load ``run.resume`` (``auto``: the latest checkpoint in ``out_dir``, if any)."""
         resume = self.cfg.run.resume
-        source = {"auto": ckpt.latest_checkpoint(self.out), "never": None}.get(resume, resume)
-        if source is None:
+        if resume == "never":
             return
-        state = ckpt.load_checkpoint(source)
+        if resume == "auto":  # the newest checkpoint that is intact; damaged newer ones are skipped
+            found = ckpt.load_latest_intact(self.out)
+            if found is None:
+                return
+            source, state, damaged = found
+            self.damaged_checkpoints = [str(p) for p, _ in damaged]
+        else:
+            source, state = resume, ckpt.load_checkpoint(resume)
         missing = set(self.trainable) - set(state["trainable"])
         if missing:
             raise ValueError(f"{source} lacks trainable tensors {sorted(missing)[:3]} (mode changed?)")
@@ -117,9 +125,9 @@ class Tuner:
             state = {"format": ckpt.FORMAT, "step": self.step, "samples": self.samples,
                      "trainable": {n: p.detach().cpu() for n, p in self.trainable.items()},
                      "optimizer": self.optimizer.state_dict(), "scheduler": self.schedule.state_dict(),
-                     "rng": rng, "world_size": self.world.size, "config": as_dict(self.cfg),
+                     "rng": rng, "world_size": self.world.size, "config": redact(as_dict(self.cfg)),
                      "results": self.results}
-            ckpt.save_atomic(state, ckpt.checkpoint_path(self.out, self.step))
+            ckpt.save_checkpoint(state, ckpt.checkpoint_path(self.out, self.step))
             ckpt.prune(self.out, self.cfg.run.keep_last)
         barrier(self.world)
 
@@ -233,7 +241,8 @@ class Tuner:
             "step": self.step, "total_steps": self.plan.total_steps, "finished": finished,
             "samples_seen": self.samples, "global_batch": self.plan.global_batch,
             "steps_per_epoch": self.plan.steps_per_epoch, **stats, "skipped": dict(skips),
-            "checkpoint": str(ckpt.latest_checkpoint(self.out)), "exports": exports, **self.results,
+            "checkpoint": str(ckpt.latest_checkpoint(self.out)), "damaged_checkpoints": self.damaged_checkpoints,
+            "exports": exports, **self.results,
         }
         if world.is_main:
             if self.writer:

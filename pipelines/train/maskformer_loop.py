@@ -97,10 +97,15 @@ class MaskFormerTrainer:
     def resume(self) -> None:
         """Load ``run.resume`` (``auto``: the latest checkpoint in ``out_dir``, if any)."""
         resume = self.cfg.run.resume
-        source = {"auto": ckpt.latest_checkpoint(self.out), "never": None}.get(resume, resume)
-        if source is None:
+        if resume == "never":
             return
-        state = ckpt.load_checkpoint(source, fmt=FORMAT)
+        if resume == "auto":  # the newest intact checkpoint; damaged newer ones are skipped (and logged)
+            found = ckpt.load_latest_intact(self.out, fmt=FORMAT)
+            if found is None:
+                return
+            source, state, _ = found
+        else:
+            source, state = resume, ckpt.load_checkpoint(resume, fmt=FORMAT)
         if state["vocabulary"] != self.data.names:
             raise ValueError(f"{source} was trained on another vocabulary ({len(state['vocabulary'])} names)")
         self.model.load_state_dict(state["model"])
@@ -123,7 +128,7 @@ class MaskFormerTrainer:
                      "optimizer": self.optimizer.state_dict(), "scheduler": self.schedule.state_dict(),
                      "rng": rng, "world_size": self.world.size, "config": as_dict(self.cfg),
                      "vocabulary": list(self.data.names)}
-            ckpt.save_atomic(state, ckpt.checkpoint_path(self.out, self.step))
+            ckpt.save_checkpoint(state, ckpt.checkpoint_path(self.out, self.step))
             ckpt.prune(self.out, self.cfg.run.keep_last)
         barrier(self.world)
 

@@ -40,3 +40,14 @@ def start_session(cmd: list[str], log: Path, env: dict | None = None, cwd: str |
     """Run ``cmd`` as the leader of a new session, output to ``log``."""
     return subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT, start_new_session=True,
                             env=env, cwd=cwd)
+
+
+def sigkill_session(sid: int) -> int:
+    """SIGKILL every process of session ``sid`` at once, no grace (a crash, not a shutdown); returns how many."""
+    pids = session_pids(sid)
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    return len(pids)
