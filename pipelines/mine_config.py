@@ -48,6 +48,7 @@ class ProposalSection:
     panoptic_url: Optional[str] = None  # gt: COCO panoptic json (fsspec URL)
     panoptic_root: Optional[str] = None  # gt: folder of panoptic PNGs (fsspec URL, corpus.storage_options)
     max_proposals: int = 64  # keep at most N proposals per image (highest score first)
+    dedup_iou: float = 1.0  # before CLIP, drop a proposal whose IoU with a higher-scored kept one exceeds this (1.0 = off)
 
     def validate(self, prefix: str) -> None:
         from ovseg.proposals import PROPOSAL_REGISTRY
@@ -57,6 +58,7 @@ class ProposalSection:
             check(bool(self.instances_url or self.panoptic_url), prefix + "instances_url",
                   "the gt backend needs instances_url and/or panoptic_url")
         check(self.max_proposals > 0, prefix + "max_proposals", "must be > 0")
+        check(0.0 < self.dedup_iou <= 1.0, prefix + "dedup_iou", "must be in (0, 1]")
 
 
 @dataclass(kw_only=True)
@@ -106,6 +108,7 @@ class RaySection:
     num_actors: int = 1  # mining actors (one model copy each)
     num_gpus_per_actor: float = 0.0  # 1.0 on GPU clusters
     num_cpus_per_actor: float = 1.0  # CPUs reserved per actor
+    cpu_workers_per_actor: int = 0  # Ray CPU workers per actor running decode/spaCy/proposals (0 = a thread inside the actor)
     max_restarts: int = 2  # actor restarts after a worker dies
     max_task_retries: int = 2  # unit retries on a restarted actor
     max_unit_attempts: int = 3  # driver-side resubmissions of a failed unit
@@ -113,6 +116,7 @@ class RaySection:
     def validate(self, prefix: str) -> None:
         check(self.num_actors >= 1, prefix + "num_actors", "must be >= 1")
         check(self.num_gpus_per_actor >= 0, prefix + "num_gpus_per_actor", "must be >= 0")
+        check(self.cpu_workers_per_actor >= 0, prefix + "cpu_workers_per_actor", "must be >= 0")
 
 
 @dataclass(kw_only=True)
