@@ -20,6 +20,7 @@ class MineClipSection(ClipSection):
 
     precision: str = "fp32"  # weights dtype: fp32 | bf16 | fp16 (GPU)
     batch_size: int = 128  # crops per image-tower forward pass
+    autocast: str = "off"  # off | bf16 | fp16: run the image tower under torch.autocast (GPU tensor cores; bf16 on CPUs with AMX)
     templates: str = "vild"  # prompt ensemble: vild (OVSeg's 9) | single ("a photo of a {}.")
     prompt: Optional[str] = None  # tuned mask prompt (tune_mpt's export/mpt_prompt.pt): re-mine with it; its CLIP replaces model/pretrained/checkpoint
 
@@ -28,6 +29,7 @@ class MineClipSection(ClipSection):
         check(self.batch_size > 0, prefix + "batch_size", "must be > 0")
         check(self.precision in ("fp32", "bf16", "fp16"), prefix + "precision", "fp32 | bf16 | fp16")
         check(self.templates in ("vild", "single"), prefix + "templates", "vild | single")
+        check(self.autocast in ("off", "bf16", "fp16"), prefix + "autocast", "off | bf16 | fp16")
         if self.prompt and "://" not in self.prompt:
             check(Path(self.prompt).exists(), prefix + "prompt", f"file not found: {self.prompt}")
 
