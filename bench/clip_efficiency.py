@@ -26,7 +26,7 @@ from pipelines.records import WorkUnit
 DTYPES = {"off": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
-def _rate(fn, items: int, min_seconds: float, sync) -> float:
+def _rate(fn, items: int, min_seconds: float, *, sync) -> float:
     fn()
     sync()
     n, started = 0, time.perf_counter()
@@ -44,7 +44,7 @@ def bare_encoder(miner: UnitMiner, batches: list[int], min_seconds: float) -> di
     for batch in batches:
         x = torch.randn(batch, 3, size, size, device=device)
         with torch.inference_mode(), miner._autocast():
-            rates[batch] = _rate(lambda: miner.clip.model.encode_image(x), batch, min_seconds, sync)
+            rates[batch] = _rate(lambda: miner.clip.model.encode_image(x), batch, min_seconds, sync=sync)
     return rates
 
 
@@ -55,9 +55,9 @@ def flops_per_crop(miner: UnitMiner) -> float:
     return float(counter.get_total_flops())
 
 
-def matmul_flops(device: torch.device, dtype: torch.dtype, n: int, min_seconds: float) -> float:
+def matmul_flops(device: torch.device, dtype: torch.dtype, n: int, *, min_seconds: float) -> float:
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
-    return 2 * n ** 3 * _rate(lambda: a @ b, 1, min_seconds, _sync(device))
+    return 2 * n ** 3 * _rate(lambda: a @ b, 1, min_seconds, sync=_sync(device))
 
 
 def _sync(device: torch.device):
@@ -85,7 +85,7 @@ def main() -> None:
     flops = flops_per_crop(miner)
     dtype = DTYPES[miner.cfg.clip.autocast] if miner.cfg.clip.autocast != "off" else \
         next(miner.clip.model.parameters()).dtype
-    peak = matmul_flops(miner.device, dtype, args.matmul, args.min_seconds)
+    peak = matmul_flops(miner.device, dtype, args.matmul, min_seconds=args.min_seconds)
     result = {
         "machine": machine(), "model": miner.clip.name, "image_size": miner.clip.image_size,
         "mining_clip_batch": miner.cfg.clip.batch_size, "autocast": miner.cfg.clip.autocast,

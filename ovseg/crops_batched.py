@@ -30,7 +30,7 @@ def _cubic_weights(t: torch.Tensor) -> torch.Tensor:
     return torch.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], dim=-1)
 
 
-def bicubic_matrices(start: torch.Tensor, length: torch.Tensor, size: int, full: int) -> torch.Tensor:
+def bicubic_matrices(start: torch.Tensor, length: torch.Tensor, size: int, *, full: int) -> torch.Tensor:
     """``[M,S,full]`` weights resizing ``[start, start+length)`` of an axis of ``full`` pixels to ``size``.
 
     Args:
@@ -88,8 +88,8 @@ def masked_crops_batched(
     chunk = max(1, max_elements // (3 * height * width))
     for lo in range(0, binary.shape[0], chunk):
         part = slice(lo, lo + chunk)
-        wy = bicubic_matrices(y0[part], (y1 - y0)[part], size, height)  # [m,S,H]
-        wx = bicubic_matrices(x0[part], (x1 - x0)[part], size, width)  # [m,S,W]
+        wy = bicubic_matrices(y0[part], (y1 - y0)[part], size, full=height)  # [m,S,H]
+        wx = bicubic_matrices(x0[part], (x1 - x0)[part], size, full=width)  # [m,S,W]
         inside = binary[part][:, None].float() * centred  # [m,3,H,W]
         crops.append(wy[:, None] @ inside @ wx[:, None].transpose(-1, -2) + fill_t)
         ys, xs = nearest_index(y0[part], (y1 - y0)[part], size), nearest_index(x0[part], (x1 - x0)[part], size)
