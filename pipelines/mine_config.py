@@ -21,6 +21,7 @@ class MineClipSection(ClipSection):
 
     precision: str = "fp32"  # weights dtype: fp32 | bf16 | fp16 (GPU)
     batch_size: int = 128  # crops per image-tower forward pass
+    autocast: str = "off"  # off | bf16 | fp16: run the image tower under torch.autocast (GPU tensor cores; bf16 on CPUs with AMX)
     templates: str = "vild"  # prompt ensemble: vild (OVSeg's 9) | single ("a photo of a {}.")
     prompt: Optional[str] = None  # tuned mask prompt (tune_mpt's export/mpt_prompt.pt): re-mine with it; its CLIP replaces model/pretrained/checkpoint
 
@@ -29,6 +30,7 @@ class MineClipSection(ClipSection):
         check(self.batch_size > 0, prefix + "batch_size", "must be > 0")
         check(self.precision in ("fp32", "bf16", "fp16"), prefix + "precision", "fp32 | bf16 | fp16")
         check(self.templates in ("vild", "single"), prefix + "templates", "vild | single")
+        check(self.autocast in ("off", "bf16", "fp16"), prefix + "autocast", "off | bf16 | fp16")
         if self.prompt and "://" not in self.prompt:
             check(Path(self.prompt).exists(), prefix + "prompt", f"file not found: {self.prompt}")
 
@@ -50,6 +52,7 @@ class ProposalSection:
     panoptic_url: Optional[str] = None  # gt: COCO panoptic json (fsspec URL)
     panoptic_root: Optional[str] = None  # gt: folder of panoptic PNGs (fsspec URL, corpus.storage_options)
     max_proposals: int = 64  # keep at most N proposals per image (highest score first)
+    dedup_iou: float = 1.0  # before CLIP, drop a proposal whose IoU with a higher-scored kept one exceeds this (1.0 = off)
 
     def validate(self, prefix: str) -> None:
         from ovseg.proposals import PROPOSAL_REGISTRY
@@ -63,6 +66,7 @@ class ProposalSection:
             check(bool(self.checkpoint), prefix + "checkpoint", "the maskformer backend needs a weight file")
             check(is_local(self.checkpoint) and Path(self.checkpoint).exists(), prefix + "checkpoint",
                   f"local file not found: {self.checkpoint}")
+        check(0.0 < self.dedup_iou <= 1.0, prefix + "dedup_iou", "must be in (0, 1]")
 
 
 @dataclass(kw_only=True)
@@ -112,6 +116,7 @@ class RaySection:
     num_actors: int = 1  # mining actors (one model copy each)
     num_gpus_per_actor: float = 0.0  # 1.0 on GPU clusters
     num_cpus_per_actor: float = 1.0  # CPUs reserved per actor
+    cpu_workers_per_actor: int = 0  # Ray CPU workers per actor running decode/spaCy/proposals (0 = a thread inside the actor)
     max_restarts: int = 2  # actor restarts after a worker dies
     max_task_retries: int = 2  # unit retries on a restarted actor
     max_unit_attempts: int = 3  # driver-side resubmissions of a failed unit
@@ -119,6 +124,7 @@ class RaySection:
     def validate(self, prefix: str) -> None:
         check(self.num_actors >= 1, prefix + "num_actors", "must be >= 1")
         check(self.num_gpus_per_actor >= 0, prefix + "num_gpus_per_actor", "must be >= 0")
+        check(self.cpu_workers_per_actor >= 0, prefix + "cpu_workers_per_actor", "must be >= 0")
 
 
 @dataclass(kw_only=True)

@@ -1,13 +1,17 @@
 """Mining one unit of work: records → nouns, proposals, crops, CLIP scores, pairs → a shard.
 
-:class:`UnitMiner` holds the models (spaCy, proposal backend, CLIP with its text cache) and turns a
-:class:`~pipelines.records.WorkUnit` into a committed ``pairs-%06d.tar`` plus its stats. CPU work
-(reading, decoding, noun extraction) for the next batches runs in a background thread while the
-current batch goes through the proposal model and CLIP. It has no Ray in it: Ray actors wrap it
-(:mod:`pipelines.ray_runner`), and tests or notebooks can call it directly.
+:class:`UnitMiner` turns a :class:`~pipelines.records.WorkUnit` into a committed ``pairs-%06d.tar``
+plus its stats. The CPU stage (:class:`pipelines.mine_cpu.CpuStage`: decoding, spaCy, proposals and
+their filtering) prepares batches ahead, bounded by ``run.prefetch_batches``, either in a thread
+here or in Ray CPU workers (``submit``/``resolve`` given by :mod:`pipelines.ray_runner`); the model
+stage here cuts the crops of a whole batch, encodes them in one pass of the image tower, matches
+them against cached noun embeddings and writes the pairs. Batches are consumed in reading order,
+so the shard is the same wherever the CPU stage ran. Seconds per stage, and how long the model
+stage waited for a batch, go into the unit's stats (``timing``). No Ray in this module.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
@@ -17,8 +21,7 @@ import socket
 import threading
 import time
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -26,28 +29,19 @@ import torch
 from ovseg.clip import VILD_TEMPLATES, ClipBundle, TextEmbeddingCache, encode_images, load_clip
 from ovseg.mpt_export import load_prompted_clip
 from ovseg.crops import MEAN_FILL_255, masked_crops, normalize, to_uint8_image
+from ovseg.crops_batched import masked_crops_batched
 from ovseg.matching import MatchParams, match_pairs
-from ovseg.proposals import ImageContext, build_proposals, propose_batch
-from ovseg.text import NounExtractor
+from ovseg.proposals import build_proposals
 from pipelines.corpus.base import build_reader
-from pipelines.decode import load_record_image
 from pipelines.mine_config import MineConfig
+from pipelines.mine_cpu import CpuStage, PreparedBatch, PreparedImage, merge_stats
 from pipelines.pair_format import PairMeta, pair_key, pair_sample
-from pipelines.records import ImageRecord, SkipSample, WorkUnit
+from pipelines.records import ImageRecord, WorkUnit
 from pipelines.shards import ShardWriter, encode_jpeg, encode_png
+from pipelines.stage_times import StageTimes
 from pipelines.stats import UnitStats
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class PreparedImage:
-    """An image ready for model work: decoded pixels ``[H,W,3]`` uint8 and its nouns."""
-
-    record: ImageRecord
-    pixels: np.ndarray
-    nouns: list[str]
-    caption_of: dict[str, str] = field(default_factory=dict)  # noun → first caption naming it
 
 
 def _load_json(url: str | None, storage_options: dict[str, Any]) -> dict | None:
@@ -107,21 +101,37 @@ def resolve_device(setting: str) -> torch.device:
     return torch.device(setting)
 
 
-class UnitMiner:
-    """Holds the models and mines units. Build once per worker; call :meth:`mine_unit` per unit."""
+#: Hands a batch of records to the CPU stage and returns a handle (the batch itself, or a future).
+Submit = Callable[[list[ImageRecord]], Any]
+#: Turns a handle from :data:`Submit` into the prepared batch (blocking).
+Resolve = Callable[[Any], PreparedBatch]
 
-    def __init__(self, cfg: MineConfig) -> None:
+
+class UnitMiner:
+    """Holds the models and mines units. Build once per worker; call :meth:`mine_unit` per unit.
+
+    Args:
+        cfg: the mining config.
+        submit / resolve: where the CPU stage runs. Default: a :class:`CpuStage` in this process
+            (a thread ahead of the model when ``run.prefetch_batches > 0``); Ray CPU workers pass
+            their own pair (the CPU stage's models are then not built here).
+    """
+
+    def __init__(self, cfg: MineConfig, *, submit: Submit | None = None, resolve: Resolve | None = None) -> None:
         self.cfg = cfg
         self.device = resolve_device(cfg.run.device)
         self.reader = build_reader(cfg.corpus)
-        self.nouns = NounExtractor(
-            pipeline=cfg.nouns.pipeline,
-            fallbacks=tuple(cfg.nouns.fallbacks),
-            extra_stop_words=tuple(cfg.nouns.extra_stop_words),
-        )
-        self.proposals = build_proposal_backend(cfg)
+        self.cpu: CpuStage | None = None
+        if submit is None:
+            self.cpu = CpuStage(cfg)
+            submit, resolve = self.cpu.prepare, (lambda batch: batch)
+        self.submit, self.resolve = submit, resolve or (lambda batch: batch)
         torch.manual_seed(cfg.run.seed)  # random-init models are identical in every actor and run
         self.clip, self.prompt = load_scoring_clip(cfg, self.device)
+        self.cut = masked_crops
+        if self.device.type == "cuda":  # convolution stems run faster on NHWC with cuDNN
+            self.clip.model.to(memory_format=torch.channels_last)
+            self.cut = masked_crops_batched  # a few kernels per image instead of five per mask
         templates = VILD_TEMPLATES if cfg.clip.templates == "vild" else ("a photo of a {}.",)
         self.text_cache = TextEmbeddingCache(self.clip, templates)
         self.crop_size = cfg.output.crop_size or self.clip.image_size
@@ -130,57 +140,38 @@ class UnitMiner:
                                  min_area_frac=cfg.matching.min_area_frac, min_margin=cfg.matching.min_margin)
 
     # ------------------------------------------------------------------ CPU side
-    def _prepare(self, records: list[ImageRecord], stats: UnitStats) -> list[PreparedImage]:
-        """Decode images and extract nouns for a batch; skipped images are counted."""
-        decoded: list[tuple[ImageRecord, np.ndarray]] = []
-        for record in records:
-            stats.images += 1
-            stats.captions += len(record.captions)
-            try:
-                decoded.append((record, load_record_image(record, self.cfg.run.max_image_pixels,
-                                                          self.cfg.corpus.storage_options)))
-            except SkipSample as skip:
-                stats.skip(skip.reason)
-        per_caption = self.nouns.extract([c for r, _ in decoded for c in r.captions])
-        prepared, pos = [], 0
-        for record, pixels in decoded:
-            caption_of: dict[str, str] = {}
-            for caption, nouns in zip(record.captions, per_caption[pos : pos + len(record.captions)]):
-                for noun in nouns:
-                    caption_of.setdefault(noun, caption)
-            pos += len(record.captions)
-            nouns = list(caption_of)[: self.cfg.nouns.max_nouns_per_image]
-            stats.nouns += len(nouns)
-            if not nouns:
-                stats.skip("no_nouns" if record.captions else "no_captions")
-                continue
-            prepared.append(PreparedImage(record, pixels, nouns, caption_of))
-        return prepared
+    def _record_batches(self, unit: WorkUnit, skips: Counter, times: StageTimes) -> Iterator[list[ImageRecord]]:
+        size, batch = self.cfg.run.images_per_batch, []
+        records = iter(self.reader.read_unit(unit, skips))
+        while True:
+            with times("read"):
+                record = next(records, None)
+            if record is None:
+                break
+            batch.append(record)
+            if len(batch) == size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
 
-    def _batches(self, unit: WorkUnit, stats: UnitStats) -> Iterator[list[PreparedImage]]:
-        """Prepared batches of a unit, produced ``prefetch_batches`` ahead in a thread."""
-        size = self.cfg.run.images_per_batch
-
-        def produce() -> Iterator[list[PreparedImage]]:
-            batch: list[ImageRecord] = []
-            for record in self.reader.read_unit(unit, stats.skipped):
-                batch.append(record)
-                if len(batch) == size:
-                    yield self._prepare(batch, stats)
-                    batch = []
-            if batch:
-                yield self._prepare(batch, stats)
-
+    def _batches(self, unit: WorkUnit, skips: Counter, times: StageTimes) -> Iterator[PreparedBatch]:
+        """Prepared batches of a unit in reading order; the CPU stage runs up to
+        ``run.prefetch_batches`` ahead of the model. Waiting for a batch counts as ``wait``."""
         if self.cfg.run.prefetch_batches == 0:
-            yield from produce()
+            for records in self._record_batches(unit, skips, times):
+                with times("wait"):
+                    batch = self.resolve(self.submit(records))
+                yield batch
             return
         q: queue.Queue = queue.Queue(maxsize=self.cfg.run.prefetch_batches)
         done = object()
+        read_times = StageTimes()
 
         def worker() -> None:
             try:
-                for item in produce():
-                    q.put(item)
+                for records in self._record_batches(unit, skips, read_times):
+                    q.put(self.submit(records))
             except BaseException as err:  # re-raised in the consumer thread
                 q.put(err)
             finally:
@@ -188,60 +179,66 @@ class UnitMiner:
 
         thread = threading.Thread(target=worker, name=f"prefetch-{unit.index}", daemon=True)
         thread.start()
-        while (item := q.get()) is not done:
+        while True:
+            with times("wait"):
+                item = q.get()
+                if item is not done and not isinstance(item, BaseException):
+                    item = self.resolve(item)
+            if item is done:
+                break
             if isinstance(item, BaseException):
                 raise item
             yield item
         thread.join()
+        times.merge(read_times)
 
     # ------------------------------------------------------------------ model side
     def _score_batch(self, batch: list[PreparedImage], stats: UnitStats, writer: ShardWriter, *,
-                     unit: WorkUnit) -> None:
-        """Proposals, crops and CLIP scores for a batch; accepted pairs are written."""
+                     unit: WorkUnit, times: StageTimes) -> None:
+        """Crops, CLIP scores and matching for a batch; accepted pairs are written."""
         per_image = []
-        contexts = [ImageContext(item.record.key, item.record.image_id, item.record.meta.get("file_name"),
-                                 item.record.meta) for item in batch]
-        batch_props = propose_batch(self.proposals, [item.pixels for item in batch], contexts)
-        for item, props in zip(batch, batch_props):
-            if len(props) > self.cfg.proposals.max_proposals:
-                keep = props.scores.argsort(descending=True, stable=True)[: self.cfg.proposals.max_proposals]
-                props.masks, props.scores = props.masks[keep], props.scores[keep]
-            stats.proposals += len(props)
-            pixels = item.pixels if item.pixels.flags.writeable else item.pixels.copy()
-            image_t = torch.from_numpy(pixels).permute(2, 0, 1).to(self.device)
-            crops = masked_crops(image_t, props.masks.to(self.device), self.clip.image_size, fill=self.fill,
+        with times("crops"):
+            for item in batch:
+                pixels = item.pixels if item.pixels.flags.writeable else item.pixels.copy()
+                image_t = torch.from_numpy(pixels).permute(2, 0, 1).to(self.device)
+                crops = self.cut(image_t, item.masks.to(self.device), self.clip.image_size, fill=self.fill,
                                  threshold=self.cfg.crops.threshold, expand_ratio=self.cfg.crops.expand_ratio)
-            if crops.crops.shape[0] == 0:
-                stats.skip("no_proposals")
-                continue
-            per_image.append((item, props, crops, image_t))
-        if not per_image:
-            return
-        all_crops = torch.cat([c.crops for _, _, c, _ in per_image])
-        all_masks = torch.cat([c.masks for _, _, c, _ in per_image]) if self.prompt is not None else None
-        feats = encode_images(self.clip, normalize(all_crops, self.clip.mean, self.clip.std),
-                              self.cfg.clip.batch_size, masks=all_masks, prompt=self.prompt)
-        nouns = sorted({n for item, *_ in per_image for n in item.nouns})
-        text = dict(zip(nouns, self.text_cache.embed(nouns)))
+                per_image.append((item, crops, image_t))
+            all_crops = torch.cat([c.crops for _, c, _ in per_image])
+            all_masks = torch.cat([c.masks for _, c, _ in per_image]) if self.prompt is not None else None
+            normalized = normalize(all_crops, self.clip.mean, self.clip.std)
+        with times("clip"), self._autocast():
+            feats = encode_images(self.clip, normalized, self.cfg.clip.batch_size, masks=all_masks,
+                                  prompt=self.prompt)
+        with times("text"):
+            nouns = sorted({n for item, *_ in per_image for n in item.nouns})
+            text = dict(zip(nouns, self.text_cache.embed(nouns)))
         start = 0
-        for item, props, crops, image_t in per_image:
+        for item, crops, image_t in per_image:
             n = crops.crops.shape[0]
             img_feats = feats[start : start + n]
             start += n
-            sim = torch.stack([text[noun] for noun in item.nouns]) @ img_feats.T  # [K,N]
-            pairs, rejected = match_pairs(sim, item.nouns, crops.areas.cpu(), params=self.match,
-                                          image_area=item.pixels.shape[0] * item.pixels.shape[1])
+            with times("matching"):
+                sim = torch.stack([text[noun] for noun in item.nouns]) @ img_feats.T  # [K,N]
+                pairs, rejected = match_pairs(sim, item.nouns, crops.areas.cpu(), params=self.match,
+                                              image_area=item.pixels.shape[0] * item.pixels.shape[1])
             stats.rejected.update(rejected)
-            valid_index = crops.valid.nonzero().flatten().tolist()
-            for pair in pairs:
-                self._write_pair(writer, unit, item, props=props, crops=crops, image_t=image_t,
-                                 valid_index=valid_index, pair=pair)
-                stats.add_pair(pair.noun, pair.score)
+            with times("writing"):
+                for pair in pairs:
+                    self._write_pair(writer, unit, item, crops=crops, image_t=image_t, pair=pair)
+                    stats.add_pair(pair.noun, pair.score)
+        stats.crops += int(all_crops.shape[0])
 
-    def _write_pair(self, writer, unit, item, *, props, crops, image_t, valid_index, pair) -> None:
+    def _autocast(self) -> contextlib.AbstractContextManager:
+        """The image tower's autocast context (``clip.autocast``); a no-op when off."""
+        setting = self.cfg.clip.autocast
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(setting)
+        return torch.autocast(self.device.type, dtype=dtype, enabled=dtype is not None)
+
+    def _write_pair(self, writer, unit, item, *, crops, image_t, pair) -> None:
         crop, mask = crops.crops[pair.mask_index], crops.masks[pair.mask_index, 0]
         if self.crop_size != self.clip.image_size:
-            one = masked_crops(image_t, props.masks[valid_index[pair.mask_index]][None].to(image_t.device),
+            one = masked_crops(image_t, item.masks[pair.mask_index][None].to(image_t.device),
                                self.crop_size, fill=self.fill, threshold=self.cfg.crops.threshold,
                                expand_ratio=self.cfg.crops.expand_ratio)
             crop, mask = one.crops[0], one.masks[0, 0]
@@ -252,8 +249,8 @@ class UnitMiner:
             caption=item.caption_of.get(pair.noun), image_key=item.record.key,
             image_id=item.record.image_id, source_url=item.record.source_url or item.record.image_url,
             box=box, area=pair.area, image_size=list(item.pixels.shape[:2]),
-            proposal_backend=self.cfg.proposals.backend, proposal_index=valid_index[pair.mask_index],
-            proposal_score=float(props.scores[valid_index[pair.mask_index]]), unit=unit.index,
+            proposal_backend=self.cfg.proposals.backend, proposal_index=int(item.proposal_index[pair.mask_index]),
+            proposal_score=float(item.scores[pair.mask_index]), unit=unit.index,
             clip_model=self.clip.name, clip_prompt=self.cfg.clip.prompt,
         )
         writer.write(pair_sample(
@@ -266,17 +263,22 @@ class UnitMiner:
     def mine_unit(self, unit: WorkUnit) -> dict[str, Any]:
         """Mine ``unit`` into its shard and commit it; returns the committed stats."""
         started = time.time()
-        stats = UnitStats(unit=unit.index, source=unit.source)
+        stats, times, read_skips = UnitStats(unit=unit.index, source=unit.source), StageTimes(), Counter()
         with ShardWriter(self.cfg.output.url, unit.index, self.cfg.output.storage_options) as writer:
-            for batch in self._batches(unit, stats):
+            for batch in self._batches(unit, read_skips, times):
+                merge_stats(stats, batch.stats)
+                times.merge(batch.times)
+                if not batch.images:
+                    continue
                 try:
-                    self._score_batch(batch, stats, writer, unit=unit)
+                    self._score_batch(batch.images, stats, writer, unit=unit, times=times)
                 except (RuntimeError, ValueError) as err:  # a bad batch must not sink the shard
-                    log.exception("unit %d: batch of %d images failed", unit.index, len(batch))
-                    stats.skip(f"error_{type(err).__name__}", len(batch))
+                    log.exception("unit %d: batch of %d images failed", unit.index, len(batch.images))
+                    stats.skip(f"error_{type(err).__name__}", len(batch.images))
+            stats.skipped.update(read_skips)
             result = stats.to_dict()
             finished = time.time()
-            result.update(seconds=finished - started, started=started, finished=finished,
+            result.update(seconds=finished - started, started=started, finished=finished, timing=times.to_dict(),
                           worker=f"{socket.gethostname()}:{os.getpid()}", device=str(self.device))
             writer.commit(result)
         # where this worker wrote it, as its file system sees it (the driver checks it is there)

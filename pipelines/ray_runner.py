@@ -6,6 +6,14 @@ output folder (resume), and keeps every :class:`MiningActor` busy with up to two
 restarts a dead actor (``ray.max_restarts``) and retries its unit (``ray.max_task_retries``); a
 unit that still fails is resubmitted up to ``ray.max_unit_attempts`` times and then reported as
 failed (its shard stays uncommitted, so the next run redoes it).
+
+With ``ray.cpu_workers_per_actor > 0`` each mining actor starts that many :class:`CpuStageActor`
+workers (one CPU each) that decode, run spaCy and propose masks; the mining actor reads the unit's
+records, hands batches to them round robin, at most ``run.prefetch_batches`` ahead (a bounded
+queue: memory stays flat), and takes the prepared batches back in reading order, so the shard is
+the same as with the CPU stage in a thread. Actors rather than Ray Data: the CPU stage's models
+(spaCy, proposal backends) are built once per worker, and a unit stays one ordered stream that
+one actor commits, which per-unit commit and resume rely on.
 """
 from __future__ import annotations
 
@@ -33,15 +41,60 @@ class ActorStartError(RuntimeError):
     """The mining actors could not build their models (bad weights path, missing package, ...)."""
 
 
+def _setup_logging(log_level: int) -> None:
+    logging.basicConfig(level=log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger().setLevel(log_level)
+
+
+class CpuStageActor:
+    """A Ray actor around :class:`pipelines.mine_cpu.CpuStage` (spaCy and proposals built once)."""
+
+    def __init__(self, cfg: MineConfig, log_level: int = logging.WARNING) -> None:
+        _setup_logging(log_level)
+        from pipelines.mine_cpu import CpuStage
+
+        self.stage = CpuStage(cfg)
+
+    def prepare(self, records: list) -> Any:
+        return self.stage.prepare(records)
+
+    def ready(self) -> bool:
+        return True
+
+
+class RoundRobin:
+    """``submit`` for :class:`pipelines.mining.UnitMiner`: batches go to CPU workers in turn."""
+
+    def __init__(self, workers: list) -> None:
+        self.workers, self.next = workers, 0
+
+    def __call__(self, records: list) -> ray.ObjectRef:
+        worker = self.workers[self.next % len(self.workers)]
+        self.next += 1
+        return worker.prepare.remote(records)
+
+
+def start_cpu_workers(cfg: MineConfig, log_level: int) -> list:
+    """``ray.cpu_workers_per_actor`` :class:`CpuStageActor` handles, started and ready."""
+    cls = ray.remote(CpuStageActor).options(num_cpus=1, max_restarts=cfg.ray.max_restarts,
+                                            max_task_retries=cfg.ray.max_task_retries)
+    workers = [cls.remote(cfg, log_level) for _ in range(cfg.ray.cpu_workers_per_actor)]
+    ray.get([w.ready.remote() for w in workers])
+    return workers
+
+
 class MiningActor:
     """A Ray actor around :class:`pipelines.mining.UnitMiner` (models built once per actor)."""
 
     def __init__(self, cfg: MineConfig, log_level: int = logging.WARNING) -> None:
-        logging.basicConfig(level=log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-        logging.getLogger().setLevel(log_level)
+        _setup_logging(log_level)
         from pipelines.mining import UnitMiner
 
-        self.miner = UnitMiner(cfg)
+        if cfg.ray.cpu_workers_per_actor > 0:
+            self.cpu_workers = start_cpu_workers(cfg, log_level)
+            self.miner = UnitMiner(cfg, submit=RoundRobin(self.cpu_workers), resolve=ray.get)
+        else:
+            self.miner = UnitMiner(cfg)
 
     def mine(self, unit: WorkUnit) -> dict[str, Any]:
         """The unit's committed stats plus ``node_id``: the Ray node this actor runs on."""
@@ -61,10 +114,11 @@ def init_ray(cfg: MineConfig) -> bool:
         alive = sum(1 for node in ray.nodes() if node.get("Alive"))
         check_output_shared(cfg.output.url, alive_nodes=alive, shared_filesystem=cfg.output.shared_filesystem)
         return False
+    per_actor = cfg.ray.num_cpus_per_actor + cfg.ray.cpu_workers_per_actor
     for attempt in range(1, LOCAL_START_ATTEMPTS + 1):
         try:
             ray.init(include_dashboard=False, log_to_driver=True,
-                     num_cpus=max(os.cpu_count() or 1, int(cfg.ray.num_actors * cfg.ray.num_cpus_per_actor)))
+                     num_cpus=max(os.cpu_count() or 1, int(cfg.ray.num_actors * per_actor + 0.999)))
             return True
         except Exception as err:  # Ray gives a starting node a fixed 30 s, then raises a bare Exception
             if "timed out during startup" not in str(err) or attempt == LOCAL_START_ATTEMPTS:

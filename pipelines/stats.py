@@ -24,6 +24,7 @@ class UnitStats:
     nouns: int = 0
     proposals: int = 0
     pairs: int = 0
+    crops: int = 0  # masked crops scored by CLIP (proposals left after filtering)
     skipped: Counter = field(default_factory=Counter)
     rejected: Counter = field(default_factory=Counter)
     noun_counts: Counter = field(default_factory=Counter)
@@ -40,7 +41,7 @@ class UnitStats:
     def to_dict(self) -> dict[str, Any]:
         return {
             "unit": self.unit, "source": self.source, "images": self.images, "captions": self.captions,
-            "nouns": self.nouns, "proposals": self.proposals, "pairs": self.pairs,
+            "nouns": self.nouns, "proposals": self.proposals, "crops": self.crops, "pairs": self.pairs,
             "skipped": dict(sorted(self.skipped.items())), "rejected": dict(sorted(self.rejected.items())),
             "noun_counts": dict(self.noun_counts.most_common()), "score_hist": self.score_hist,
             "score_bins": SCORE_BINS,

@@ -1,0 +1,151 @@
+"""The CPU side of mining: records → decoded pixels, nouns and filtered proposals.
+
+:class:`CpuStage` holds spaCy and the proposal backend and turns a batch of
+:class:`~pipelines.records.ImageRecord` into a :class:`PreparedBatch` that the model stage
+(:mod:`pipelines.mining`) only has to cut, encode, match and write. It runs either in a thread
+beside the model (``ray.cpu_workers_per_actor=0``) or in its own Ray workers
+(:mod:`pipelines.ray_runner`); both give the same batches, so the output does not depend on where
+it ran.
+
+Proposals are filtered here, before any CLIP work: top-k by score (``proposals.max_proposals``),
+optional IoU de-duplication (``proposals.dedup_iou``), and masks smaller than the matching area
+floor are dropped (they could never become a pair, so the pairs do not change).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ovseg.proposals import ImageContext, Proposals, propose_batch
+from ovseg.proposals.filtering import greedy_dedup
+from ovseg.text import NounExtractor
+from pipelines.decode import load_record_image
+from pipelines.mine_config import MineConfig
+from pipelines.records import ImageRecord, SkipSample
+from pipelines.stage_times import StageTimes
+from pipelines.stats import UnitStats
+
+
+@dataclass
+class PreparedImage:
+    """An image ready for the model stage.
+
+    Attributes:
+        record: the corpus record.
+        pixels: ``[H,W,3]`` uint8 decoded pixels.
+        nouns: the image's nouns (at most ``nouns.max_nouns_per_image``).
+        caption_of: noun → first caption naming it.
+        masks: ``[M,H,W]`` bool proposals that survived filtering (M >= 1).
+        scores: ``[M]`` float proposal scores.
+        proposal_index: ``[M]`` long, each mask's index among the backend's top-k proposals.
+    """
+
+    record: ImageRecord
+    pixels: np.ndarray
+    nouns: list[str]
+    caption_of: dict[str, str] = field(default_factory=dict)
+    masks: torch.Tensor | None = None
+    scores: torch.Tensor | None = None
+    proposal_index: torch.Tensor | None = None
+
+
+@dataclass
+class PreparedBatch:
+    """What the CPU stage hands the model stage: images plus the counts and times it made."""
+
+    images: list[PreparedImage]
+    stats: UnitStats  # counts of this batch (images, captions, nouns, proposals, skips, rejections)
+    times: dict[str, float]  # seconds per CPU stage for this batch
+
+
+def merge_stats(into: UnitStats, part: UnitStats) -> None:
+    """Add the counters of ``part`` (one batch) to ``into`` (the unit)."""
+    into.images += part.images
+    into.captions += part.captions
+    into.nouns += part.nouns
+    into.proposals += part.proposals
+    into.skipped.update(part.skipped)
+    into.rejected.update(part.rejected)
+
+
+class CpuStage:
+    """spaCy and the proposal backend; :meth:`prepare` turns records into a ready batch."""
+
+    def __init__(self, cfg: MineConfig) -> None:
+        from pipelines.mining import build_proposal_backend  # one owner of the backend options
+
+        self.cfg = cfg
+        self.nouns = NounExtractor(
+            pipeline=cfg.nouns.pipeline,
+            fallbacks=tuple(cfg.nouns.fallbacks),
+            extra_stop_words=tuple(cfg.nouns.extra_stop_words),
+        )
+        self.proposals = build_proposal_backend(cfg)
+
+    def prepare(self, records: list[ImageRecord]) -> PreparedBatch:
+        """Decode, extract nouns and propose masks for ``records``; skipped images are counted."""
+        stats, times = UnitStats(unit=-1), StageTimes()
+        decoded: list[tuple[ImageRecord, np.ndarray]] = []
+        with times("decode"):
+            for record in records:
+                stats.images += 1
+                stats.captions += len(record.captions)
+                try:
+                    decoded.append((record, load_record_image(record, self.cfg.run.max_image_pixels,
+                                                              self.cfg.corpus.storage_options)))
+                except SkipSample as skip:
+                    stats.skip(skip.reason)
+        with times("nouns"):
+            per_caption = self.nouns.extract([c for r, _ in decoded for c in r.captions])
+        candidates: list[PreparedImage] = []
+        pos = 0
+        for record, pixels in decoded:
+            caption_of: dict[str, str] = {}
+            for caption, nouns in zip(record.captions, per_caption[pos : pos + len(record.captions)]):
+                for noun in nouns:
+                    caption_of.setdefault(noun, caption)
+            pos += len(record.captions)
+            nouns = list(caption_of)[: self.cfg.nouns.max_nouns_per_image]
+            stats.nouns += len(nouns)
+            if not nouns:
+                stats.skip("no_nouns" if record.captions else "no_captions")
+                continue
+            candidates.append(PreparedImage(record, pixels, nouns, caption_of))
+        with times("proposals"):  # one call for the batch: batched backends (maskformer) run one pass
+            contexts = [ImageContext(item.record.key, item.record.image_id, item.record.meta.get("file_name"),
+                                     item.record.meta) for item in candidates]
+            batch_props = propose_batch(self.proposals, [item.pixels for item in candidates], contexts)
+            prepared = [item for item, props in zip(candidates, batch_props) if self._filter(item, props, stats)]
+        return PreparedBatch(prepared, stats, times.to_dict())
+
+    def _filter(self, item: PreparedImage, props: Proposals, stats: UnitStats) -> bool:
+        """Fill ``item``'s filtered proposals; False (and counted) when none is left to score."""
+        pixels = item.pixels
+        section = self.cfg.proposals
+        index = torch.arange(len(props))
+        if len(props) > section.max_proposals:
+            index = props.scores.argsort(descending=True, stable=True)[: section.max_proposals]
+        stats.proposals += len(index)
+        masks = props.masks[index]
+        if masks.dtype != torch.bool:
+            masks = masks > self.cfg.crops.threshold
+        areas = masks.flatten(1).sum(1)
+        keep = areas > 0
+        if not bool(keep.any()):
+            stats.skip("no_proposals")
+            return False
+        height, width = pixels.shape[:2]
+        min_area = max(float(self.cfg.matching.min_area), self.cfg.matching.min_area_frac * height * width)
+        keep &= areas.float() >= min_area
+        if not bool(keep.any()):  # what matching would reject: every noun lacks a large mask
+            stats.rejected["no_large_mask"] += len(item.nouns)
+            return False
+        kept = keep.nonzero().flatten()
+        if section.dedup_iou < 1.0:
+            order = props.scores[index][kept].argsort(descending=True, stable=True)
+            ranked = kept[order]
+            kept = ranked[greedy_dedup(masks[ranked], iou_threshold=section.dedup_iou)].sort().values
+        item.masks, item.scores, item.proposal_index = masks[kept], props.scores[index][kept], index[kept]
+        return True
