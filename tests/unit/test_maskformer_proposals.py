@@ -141,7 +141,7 @@ def test_maskformer_backend_inside_a_mining_run(corpus, checkpoint, tmp_path):
         f"proposals.checkpoint={checkpoint}", "proposals.options.max_proposals=8"])
     miner = UnitMiner(cfg)
     calls = []
-    miner.proposals.model.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    miner.cpu.proposals.model.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
     [unit] = miner.reader.plan_units()
     stats = miner.mine_unit(unit)
     assert calls == [3]  # the three images of the batch in one network pass
