@@ -26,6 +26,7 @@ import ray
 
 from pipelines.corpus.base import build_reader
 from pipelines.mine_config import MineConfig
+from pipelines.native_heap import pin_mmap_threshold
 from pipelines.pair_format import shard_url
 from pipelines.records import WorkUnit
 from pipelines.run_paths import check_output_shared
@@ -51,6 +52,7 @@ class CpuStageActor:
 
     def __init__(self, cfg: MineConfig, log_level: int = logging.WARNING) -> None:
         _setup_logging(log_level)
+        pin_mmap_threshold()  # a long-lived worker: keep its native heap from fragmenting (native_heap.py)
         from pipelines.mine_cpu import CpuStage
 
         self.stage = CpuStage(cfg)
@@ -88,6 +90,7 @@ class MiningActor:
 
     def __init__(self, cfg: MineConfig, log_level: int = logging.WARNING) -> None:
         _setup_logging(log_level)
+        pin_mmap_threshold()  # a long-lived worker: keep its native heap from fragmenting (native_heap.py)
         from pipelines.mining import UnitMiner
 
         if cfg.ray.cpu_workers_per_actor > 0:
