@@ -46,7 +46,18 @@ def init_world(device: str = "auto", timeout_s: int = 1800) -> World:
         dev = torch.device("cpu")
     if size > 1 and not dist.is_initialized():
         backend = "nccl" if use_cuda else "gloo"
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
+        timeout = datetime.timedelta(seconds=timeout_s)
+        restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0))
+        if restart > 0:  # after a torchrun restart the store still holds the dead round's addresses:
+            # a rank could read its peer's stale address before the peer rewrote it (gloo: connection
+            # refused), so every restarted round uses keys of its own
+            is_master = rank == 0 and os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True"
+            store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), size,
+                                  is_master=is_master, timeout=timeout)
+            dist.init_process_group(backend, store=dist.PrefixStore(f"restart-{restart}", store), rank=rank,
+                                    world_size=size, timeout=timeout)
+        else:
+            dist.init_process_group(backend, timeout=timeout)
         log.info("process group: %s, rank %d of %d", backend, rank, size)
     return World(rank=rank, size=size, local_rank=local_rank, device=dev)
 

@@ -36,6 +36,8 @@ def _rank(pid: int) -> int | None:
 
 
 def test_a_killed_rank_is_restarted_by_torchrun_and_resumes_from_the_last_checkpoint(tmp_path):
+    # Found here: the restarted ranks read each other's dead addresses from torchrun's store (gloo:
+    # connection refused); pipelines/train/dist.py gives every restarted round keys of its own.
     shards = tmp_path / "pairs"
     write_synthetic_pairs(str(shards), n_shards=4, per_shard=24, size=64, seed=7)  # 96 pairs: 12 steps an epoch
     out = tmp_path / "run"
