@@ -111,6 +111,17 @@ def load_latest_intact(out_dir: str | Path, fmt: str = FORMAT) -> tuple[Path, di
     return None
 
 
+def resolve_resume(resume: str, out_dir: str | Path, fmt: str = FORMAT) -> tuple[str | Path, dict, list[tuple[Path, str]]] | None:
+    """What ``run.resume`` names: ``(source, state, damaged)`` or None (``never``, or ``auto`` with no
+    intact checkpoint). ``auto`` takes the newest intact checkpoint in ``out_dir`` (``damaged``: the newer
+    ones skipped and why); any other value is a checkpoint path, loaded as it is."""
+    if resume == "never":
+        return None
+    if resume == "auto":
+        return load_latest_intact(out_dir, fmt=fmt)
+    return resume, load_checkpoint(resume, fmt=fmt), []
+
+
 def load_checkpoint(path: str | Path, fmt: str = FORMAT) -> dict:
     """A checkpoint whose ``format`` tag is ``fmt`` (the tuning job's by default), loaded weights-only;
     checks its SHA-256 when its digest file exists.

@@ -90,17 +90,11 @@ class Tuner:
     # ---------------------------------------------------------------- state
     def resume(self) -> None:
         """Load ``run.resume`` (``auto``: the latest checkpoint in ``out_dir``, if any)."""
-        resume = self.cfg.run.resume
-        if resume == "never":
+        found = ckpt.resolve_resume(self.cfg.run.resume, self.out)
+        if found is None:
             return
-        if resume == "auto":  # the newest checkpoint that is intact; damaged newer ones are skipped
-            found = ckpt.load_latest_intact(self.out)
-            if found is None:
-                return
-            source, state, damaged = found
-            self.damaged_checkpoints = [str(p) for p, _ in damaged]
-        else:
-            source, state = resume, ckpt.load_checkpoint(resume)
+        source, state, damaged = found
+        self.damaged_checkpoints = [str(p) for p, _ in damaged]
         missing = set(self.trainable) - set(state["trainable"])
         if missing:
             raise ValueError(f"{source} lacks trainable tensors {sorted(missing)[:3]} (mode changed?)")

@@ -96,16 +96,10 @@ class MaskFormerTrainer:
 
     def resume(self) -> None:
         """Load ``run.resume`` (``auto``: the latest checkpoint in ``out_dir``, if any)."""
-        resume = self.cfg.run.resume
-        if resume == "never":
+        found = ckpt.resolve_resume(self.cfg.run.resume, self.out, fmt=FORMAT)
+        if found is None:
             return
-        if resume == "auto":  # the newest intact checkpoint; damaged newer ones are skipped (and logged)
-            found = ckpt.load_latest_intact(self.out, fmt=FORMAT)
-            if found is None:
-                return
-            source, state, _ = found
-        else:
-            source, state = resume, ckpt.load_checkpoint(resume, fmt=FORMAT)
+        source, state, _ = found  # damaged newer checkpoints were skipped and logged
         if state["vocabulary"] != self.data.names:
             raise ValueError(f"{source} was trained on another vocabulary ({len(state['vocabulary'])} names)")
         self.model.load_state_dict(state["model"])
