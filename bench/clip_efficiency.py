@@ -20,7 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from harness import REPO, ensure_world, machine, mine_timed, print_table, world_config, write_json
 
-from pipelines.mining import UnitMiner
+from pipelines.mine.model_stage import UnitMiner
 from pipelines.records import WorkUnit
 
 DTYPES = {"off": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

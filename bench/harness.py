@@ -1,10 +1,10 @@
 """Shared pieces of the throughput benchmarks: the world corpus, configs, the naive reference loop.
 
 The naive reference is the straightforward loop the issue describes, on the very models of a
-:class:`~pipelines.mining.UnitMiner`: per image, decode, spaCy, proposals (top-k only), then per
+:class:`~pipelines.mine.model_stage.UnitMiner`: per image, decode, spaCy, proposals (top-k only), then per
 mask one crop and one image-tower call of batch 1, the image's nouns re-encoded with a fresh text
 cache, matching, writing; no prefetch, no filtering before CLIP. Both loops time their stages
-with :class:`~pipelines.stage_times.StageTimes`, so the breakdowns line up.
+with :class:`~pipelines.mine.stage_times.StageTimes`, so the breakdowns line up.
 """
 from __future__ import annotations
 
@@ -27,14 +27,14 @@ from ovseg.clip import TextEmbeddingCache, encode_images  # noqa: E402
 from ovseg.crops import masked_crops, normalize  # noqa: E402
 from ovseg.matching import match_pairs  # noqa: E402
 from ovseg.proposals import ImageContext  # noqa: E402
-from pipelines.config import load_config  # noqa: E402
-from pipelines.decode import load_record_image  # noqa: E402
-from pipelines.mine_config import MineConfig  # noqa: E402
-from pipelines.mine_cpu import PreparedImage  # noqa: E402
-from pipelines.mining import UnitMiner  # noqa: E402
+from pipelines.config.load import load_config  # noqa: E402
+from pipelines.corpus.decode import load_record_image  # noqa: E402
+from pipelines.mine.config import MineConfig  # noqa: E402
+from pipelines.mine.cpu_stage import PreparedImage  # noqa: E402
+from pipelines.mine.model_stage import UnitMiner  # noqa: E402
 from pipelines.records import SkipSample, WorkUnit  # noqa: E402
-from pipelines.shards import ShardWriter  # noqa: E402
-from pipelines.stage_times import StageTimes  # noqa: E402
+from pipelines.pairs.writer import ShardWriter  # noqa: E402
+from pipelines.mine.stage_times import StageTimes  # noqa: E402
 
 STAGES = ("read", "decode", "nouns", "proposals", "crops", "clip", "text", "matching", "writing", "wait")
 

@@ -32,9 +32,9 @@ from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.config import load_config  # noqa: E402
-from pipelines.mine_config import MineConfig  # noqa: E402
-from pipelines.proc_stats import ProcessSampler, Sample  # noqa: E402
+from pipelines.config.load import load_config  # noqa: E402
+from pipelines.mine.config import MineConfig  # noqa: E402
+from bench.proc_stats import ProcessSampler, Sample  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 COLOURS = {"red": (200, 30, 30), "green": (30, 160, 60), "blue": (40, 60, 200), "yellow": (230, 210, 40),
@@ -84,7 +84,7 @@ def mine_watched(corpus: Path, out: Path, *, interval: float = 0.5) -> tuple[lis
     Returns the units' stats in completion order (with ``done_at``: seconds since the start), the
     samples, and the run's seconds.
     """
-    from pipelines.ray_runner import run_mining
+    from pipelines.mine.driver import run_mining
 
     cfg = load_config(MineConfig, REPO / "conf" / "smoke" / "mine.yaml", [
         "corpus.format=webdataset", f"corpus.url={corpus}", f"output.url={out}", "output.report=false",

@@ -4,8 +4,8 @@
 
 Generates world corpora of N and 10·N images (``out/bench/world-N``; COCO json and WebDataset
 tars of ``--unit`` images each), then for each corpus and format runs, each in a fresh process:
-the driver's part (plan the units, skip committed ones: :func:`pipelines.ray_runner.plan`, keep
-the plan) and one actor's part (build a :class:`~pipelines.mining.UnitMiner`, mine one unit).
+the driver's part (plan the units, skip committed ones: :func:`pipelines.mine.driver.plan`, keep
+the plan) and one actor's part (build a :class:`~pipelines.mine.model_stage.UnitMiner`, mine one unit).
 Reports the peak RSS, the RSS after imports (the floor every process pays) and the growth above
 it, and the 10·N ÷ N ratios. Writes ``bench/results/memory.json``.
 """
@@ -23,10 +23,10 @@ CHILD = r"""
 import json, resource, sys
 sys.path.insert(0, {repo!r})
 import torch, ray  # the imports every driver/actor pays, before the corpus is touched
-from pipelines.config import load_config
-from pipelines.mine_config import MineConfig
-from pipelines.mining import UnitMiner
-from pipelines.ray_runner import plan
+from pipelines.config.load import load_config
+from pipelines.mine.config import MineConfig
+from pipelines.mine.model_stage import UnitMiner
+from pipelines.mine.driver import plan
 floor = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 cfg = load_config(MineConfig, {config!r}, {overrides!r})
 if {role!r} == "driver":

@@ -3,7 +3,7 @@
   python bench/mine_throughput.py [--config conf/smoke/mine.yaml] [--repeat 3] [--copies 3]
 
 Builds a corpus of ``--copies`` copies of the corpus's images (COCO format only), then mines it
-with one :class:`~pipelines.mining.UnitMiner` per setting (no Ray, so the numbers are the model
+with one :class:`~pipelines.mine.model_stage.UnitMiner` per setting (no Ray, so the numbers are the model
 path itself), alternating the settings ``--repeat`` times, and prints images/s, pairs/s and the
 ratio prefetch / no-prefetch. Models are built before timing starts.
 """
@@ -19,10 +19,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.config import load_config  # noqa: E402
-from pipelines.urls import parent_url  # noqa: E402
-from pipelines.mine_config import MineConfig  # noqa: E402
-from pipelines.mining import UnitMiner  # noqa: E402
+from pipelines.config.load import load_config  # noqa: E402
+from pipelines.storage.urls import parent_url  # noqa: E402
+from pipelines.mine.config import MineConfig  # noqa: E402
+from pipelines.mine.model_stage import UnitMiner  # noqa: E402
 
 
 def repeated_corpus(src: Path, copies: int, out: Path) -> Path:

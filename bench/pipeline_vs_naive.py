@@ -18,7 +18,7 @@ from pathlib import Path
 from harness import (REPO, STAGES, NaiveMiner, ensure_world, machine, mine_timed, print_table, world_config,
                      write_json)
 
-from pipelines.mining import UnitMiner
+from pipelines.mine.model_stage import UnitMiner
 from pipelines.records import WorkUnit
 
 

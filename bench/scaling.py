@@ -4,7 +4,7 @@
   python bench/scaling.py [--images 40] [--unit 10] [--tune-seconds 20]
 
 Mining: the world corpus (``out/bench/world-N``) in units of ``--unit`` images through
-:func:`pipelines.ray_runner.run_mining` on a local Ray: 1 actor, 2 actors, and 1 actor fed by
+:func:`pipelines.mine.driver.run_mining` on a local Ray: 1 actor, 2 actors, and 1 actor fed by
 ``--cpu-workers`` CPU-stage workers (``ray.cpu_workers_per_actor``). images/s counts from the
 actors being ready; ``wait/unit`` is the mean time per unit the model stage sat idle waiting for
 a prepared batch (the unit stats' ``timing.wait``). Tuning: the training step of
@@ -24,7 +24,7 @@ import ray
 
 from harness import REPO, ensure_world, machine, print_table, write_json
 
-from pipelines.ray_runner import run_mining
+from pipelines.mine.driver import run_mining
 
 TUNE_CHILD = r"""
 import json, sys, time, torch

@@ -42,7 +42,7 @@ from bench.world_eval import TunedRun, evaluate, load_models  # noqa: E402
 from bench.world_proposals import CHECKPOINT as MASKFORMER  # noqa: E402
 from bench.world_proposals import maskformer_seen_names, precision_table, recall_table, run_recall  # noqa: E402
 from pipelines.world.categories import NAMES  # noqa: E402
-from pipelines.world.evaluate import GroundTruth, mining_quality  # noqa: E402
+from pipelines.pairs.quality import GroundTruth, mining_quality  # noqa: E402
 from pipelines.world.generate import generate_split, image_id_of  # noqa: E402
 
 CHECKPOINT = ROOT / "assets/world_clip/world_clip.pt"

@@ -29,7 +29,7 @@ from ovseg.metrics import ConfusionMatrix
 from ovseg.proposals import build_proposals
 from ovseg.segment import classify_crops, paint_label_map
 from pipelines.world.categories import CATEGORIES, IGNORE_LABEL, NAMES, THINGS
-from pipelines.world.evaluate import GroundTruth
+from pipelines.pairs.quality import GroundTruth
 from pipelines.world.generate import image_id_of
 
 SUPERPIXEL = {"max_proposals": 48}  # as conf/world/mine.yaml (backend defaults otherwise)

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 
 from ovseg.proposals import ProposalGenerator, build_proposals  # noqa: E402
 from pipelines.world.categories import CATEGORIES  # noqa: E402
-from pipelines.world.evaluate import GroundTruth  # noqa: E402
+from pipelines.pairs.quality import GroundTruth  # noqa: E402
 from pipelines.world.generate import generate_split, image_id_of  # noqa: E402
 
 CHECKPOINT = ROOT / "assets/world_maskformer/world_maskformer.pt"
@@ -130,8 +130,8 @@ def maskformer_seen_names(checkpoint: Path) -> set[str]:
 
 def world_proposers(checkpoint: Path) -> dict[str, ProposalGenerator]:
     """``maskformer`` (the committed world model, options as conf/world/mine.yaml) and ``superpixel``."""
-    from pipelines.config import load_config
-    from pipelines.mine_config import MineConfig
+    from pipelines.config.load import load_config
+    from pipelines.mine.config import MineConfig
 
     mine = load_config(MineConfig, ROOT / "conf/world/mine.yaml", ["proposals.backend=maskformer",
                                                                    f"proposals.checkpoint={checkpoint}"])
@@ -148,7 +148,7 @@ def mine_precision(world: Path, out: Path, *, n_train: int, units: int, backends
     """Pair precision of mining the train split of ``world`` (bench/world.py's world) with each backend."""
     from bench.world import CHECKPOINT as CLIP_CHECKPOINT
     from bench.world import mine
-    from pipelines.world.evaluate import mining_quality
+    from pipelines.pairs.quality import mining_quality
 
     out.mkdir(parents=True, exist_ok=True)
     gt = GroundTruth(world / "coco/annotations/instances_train.json", world / "coco/annotations/captions_train.json")

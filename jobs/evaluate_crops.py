@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.config import ConfigError, load_config  # noqa: E402
+from pipelines.config.load import ConfigError, load_config  # noqa: E402
 from pipelines.train.config import EvalCropsConfig  # noqa: E402
 
 

@@ -21,9 +21,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tqdm import tqdm  # noqa: E402
 
-from pipelines.config import ConfigError, load_config  # noqa: E402
-from pipelines.config_help import help_text  # noqa: E402
-from pipelines.mine_config import MineConfig  # noqa: E402
+from pipelines.config.load import ConfigError, load_config  # noqa: E402
+from pipelines.config.help import help_text  # noqa: E402
+from pipelines.mine.config import MineConfig  # noqa: E402
 
 
 
@@ -44,12 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from pipelines.config import as_dict
-    from pipelines.mine_summary import closing_lines
-    from pipelines.ray_runner import plan, run_mining
-    from pipelines.report import ground_truth_check, write_report
+    from pipelines.config.load import as_dict
+    from pipelines.mine.summary import closing_lines
+    from pipelines.mine.driver import plan, run_mining
+    from pipelines.mine.report import ground_truth_check, write_report
     from ovseg.clip import WEIGHT_FILE_SUFFIXES
-    from pipelines.run_paths import StorageError, resolve_local_paths
+    from pipelines.mine.paths import StorageError, resolve_local_paths
 
     cfg = resolve_local_paths(cfg)  # once, here: actors run in other directories
     if (cfg.clip.pretrained and not cfg.clip.checkpoint and not cfg.clip.prompt  # a prompt brings its own CLIP
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         bar.set_postfix(images=totals["images"], pairs=totals["pairs"])
         bar.update(1)
 
-    from pipelines.ray_runner import ActorStartError
+    from pipelines.mine.driver import ActorStartError
 
     try:
         result = run_mining(cfg, on_unit, planned=planned)

@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tqdm import tqdm  # noqa: E402
 
-from pipelines.config import ConfigError, load_config  # noqa: E402
-from pipelines.config_help import help_text  # noqa: E402
+from pipelines.config.load import ConfigError, load_config  # noqa: E402
+from pipelines.config.help import help_text  # noqa: E402
 from pipelines.train.config import TuneConfig  # noqa: E402
 
 SHORTHANDS = {"resume": "run.resume", "mode": "optim.mode", "out_dir": "run.out_dir"}

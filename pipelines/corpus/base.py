@@ -1,4 +1,4 @@
-"""Corpus readers: the shared protocol, config and registry (URL helpers: :mod:`pipelines.urls`).
+"""Corpus readers: the shared protocol, config and registry (URL helpers: :mod:`pipelines.storage.urls`).
 
 A reader turns a corpus (COCO Captions json + images, img2dataset WebDataset tars, parquet) into
 deterministic :class:`~pipelines.records.WorkUnit` s and, per unit, an iterator of

@@ -21,7 +21,7 @@ from typing import Any, Iterator, Optional
 import fsspec
 
 from pipelines.corpus.base import CorpusConfig, register_reader
-from pipelines.urls import join_url, parent_url
+from pipelines.storage.urls import join_url, parent_url
 from pipelines.records import ImageRecord, WorkUnit, clean_captions, sanitize_key
 
 logger = logging.getLogger(__name__)

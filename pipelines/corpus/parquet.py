@@ -34,7 +34,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.corpus.base import CorpusConfig, register_reader
-from pipelines.urls import expand_urls, join_url, parent_url
+from pipelines.storage.urls import expand_urls, join_url, parent_url
 from pipelines.records import ImageRecord, WorkUnit, clean_captions, sanitize_key
 
 logger = logging.getLogger(__name__)

@@ -15,7 +15,7 @@ Skip reasons:
     ``duplicate_member``  a second member with the same key and extension (the first one wins)
     ``bad_json``          a ``json`` member that does not parse (the sample is kept)
     ``unsafe_link`` / ``unsafe_path``  a symlink / hard link, or an absolute or ``..`` member name
-                          (:mod:`pipelines.tar_safety`): refused, never followed
+                          (:mod:`pipelines.storage.tar_safety`): refused, never followed
 plus the caption reasons of :func:`pipelines.records.clean_caption`.
 """
 
@@ -32,8 +32,8 @@ from typing import Any, Iterator, Optional
 import fsspec
 
 from pipelines.corpus.base import CorpusConfig, register_reader
-from pipelines.tar_safety import unsafe_member_reason
-from pipelines.urls import expand_urls
+from pipelines.storage.tar_safety import unsafe_member_reason
+from pipelines.storage.urls import expand_urls
 from pipelines.records import ImageRecord, WorkUnit, clean_captions, sanitize_key
 
 logger = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from pipelines.common_config import DEVICES, ClipSection, RunBase
-from pipelines.config import check
+from pipelines.config.sections import DEVICES, ClipSection, RunBase
+from pipelines.config.load import check
 
 MODES = ("mpt", "finetune", "finetune+mpt")
 LOSSES = ("vocab_ce", "contrastive")

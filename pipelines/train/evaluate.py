@@ -34,7 +34,7 @@ def crop_accuracy(
 
     Args:
         model: prompted CLIP (with ``use_prompt=False`` the plain image tower is used).
-        batches: this process's share of the held-out set (:class:`~pipelines.pair_data.PairStream`
+        batches: this process's share of the held-out set (:class:`~pipelines.pairs.stream.PairStream`
             items with ``images [B,3,S,S]``, ``masks [B,1,S,S]``, ``nouns``).
         embed_nouns: ``K`` nouns → ``[K,D]`` L2-normalised text embeddings.
         world: process group info; all processes must call this together.
@@ -87,7 +87,7 @@ def evaluate_shards(cfg, world: World) -> dict:
     CLIP + mask prompt on the same crops. ``cfg`` is an ``EvalCropsConfig``."""
     from ovseg.clip import load_clip
     from ovseg.mpt_export import load_prompted_clip
-    from pipelines.pair_data import PairStream, make_loader, make_source
+    from pipelines.pairs.stream import PairStream, make_loader, make_source
     from pipelines.train.setup import text_cache
 
     if cfg.prompt_file:

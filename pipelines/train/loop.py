@@ -25,9 +25,9 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ovseg import mpt_export
-from pipelines.config import as_dict
-from pipelines.pair_data import make_loader
-from pipelines.redact import redact
+from pipelines.config.load import as_dict
+from pipelines.pairs.stream import make_loader
+from pipelines.storage.redact import redact
 from pipelines.train import checkpoint as ckpt
 from pipelines.train import setup
 from pipelines.train.config import TuneConfig

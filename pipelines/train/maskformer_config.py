@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ovseg.maskformer.losses import LossWeights
-from pipelines.common_config import ClipSection
-from pipelines.config import check
+from pipelines.config.sections import ClipSection
+from pipelines.config.load import check
 from pipelines.train.config import TuneRunSection
 
 

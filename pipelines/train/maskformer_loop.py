@@ -24,7 +24,7 @@ from ovseg.maskformer.config import get_spec
 from ovseg.maskformer.losses import set_criterion
 from ovseg.maskformer.model import build_maskformer
 from ovseg.maskformer.weights import load_maskformer, save_maskformer
-from pipelines.config import as_dict
+from pipelines.config.load import as_dict
 from pipelines.train import checkpoint as ckpt
 from pipelines.train.dist import World, all_gather_objects, all_sum, barrier
 from pipelines.train.loop import Reporter

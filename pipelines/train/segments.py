@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from pipelines.world.evaluate import decode_segmentation
+from pipelines.pairs.quality import decode_segmentation
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from torch import nn
 from ovseg.clip import VILD_TEMPLATES, ClipBundle, TextEmbeddingCache, load_clip
 from ovseg.mpt import MaskPromptCLIP
 from ovseg.mpt_export import load_prompt
-from pipelines.pair_data import PairSource, PairStream, epoch_samples, make_source
+from pipelines.pairs.stream import PairSource, PairStream, epoch_samples, make_source
 from pipelines.train.config import TuneConfig
 from pipelines.train.dist import World
 

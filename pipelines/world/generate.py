@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from pipelines.shards import encode_jpeg
+from pipelines.pairs.writer import encode_jpeg
 
 from .captions import Caption, write_captions
 from .categories import CATEGORIES

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from pycocotools import mask as mask_utils
 
-from pipelines.shards import encode_png
+from pipelines.pairs.writer import encode_png
 
 from .captions import Caption
 from .categories import CATEGORIES
@@ -30,7 +30,7 @@ from .compose import Scene
 
 __all__ = ["CocoWriter", "WdsWriter", "SemsegWriter", "categories_json"]
 
-JPEG_QUALITY = 95  # world images are stored with pipelines.shards.encode_jpeg at this quality
+JPEG_QUALITY = 95  # world images are stored with pipelines.pairs.writer.encode_jpeg at this quality
 
 
 def categories_json() -> list[dict]:

@@ -11,7 +11,7 @@ built, caches, thread pools and Ray's connections in place):
 * actor RSS: at most ``ACTOR_RSS_SLACK_MB``. Its allocator and torch's CPU caches settle over the
   first minutes: the 20,000-image bench run levelled off about 45 MiB above its warm-up level, and
   this test measured 65 MiB. The native-heap growth this test found (glibc's dynamic mmap threshold,
-  pinned in ``pipelines/native_heap.py``) is linear: with the pin removed this test measured
+  pinned in ``pipelines/mine/native_heap.py``) is linear: with the pin removed this test measured
   123 MiB and fails, barely; a leak of the per-batch crop tensors (up to 12 MiB a batch) or of the
   decoded images would fail it by far.
 
@@ -47,5 +47,5 @@ def test_open_files_stay_flat_and_the_driver_memory_too(figures):
 
 def test_the_actor_memory_stays_flat(figures):
     # Found by this test: the actor grew 0.05-0.2 MiB per image while its Python heap stayed flat;
-    # glibc's dynamic mmap threshold, now pinned in every mining worker (pipelines/native_heap.py).
+    # glibc's dynamic mmap threshold, now pinned in every mining worker (pipelines/mine/native_heap.py).
     assert figures["actor"]["rss_growth_mb"] <= ACTOR_RSS_SLACK_MB, figures["actor"]

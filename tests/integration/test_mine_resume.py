@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import webdataset as wds
 
-from pipelines.shards import committed_units
+from pipelines.pairs.writer import committed_units
 from tests.integration.conftest import REPO, child_env, mine_cmd
 from tests.integration.processes import kill_session, start_session
 

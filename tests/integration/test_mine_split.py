@@ -7,9 +7,9 @@ import pytest
 import ray
 import webdataset as wds
 
-from pipelines.config import load_config
-from pipelines.mine_config import MineConfig
-from pipelines.ray_runner import run_mining
+from pipelines.config.load import load_config
+from pipelines.mine.config import MineConfig
+from pipelines.mine.driver import run_mining
 from tests.integration.conftest import REPO
 
 pytestmark = pytest.mark.integration

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.config import load_config
-from pipelines.mine_config import MineConfig
-from pipelines.pair_format import list_names
-from pipelines.shards import committed_units
+from pipelines.config.load import load_config
+from pipelines.mine.config import MineConfig
+from pipelines.pairs.format import list_names
+from pipelines.pairs.writer import committed_units
 from tests.integration.conftest import REPO, child_env
 from tests.integration.processes import kill_session, session_pids, sigkill_session, start_session
 from tests.integration.s3_store import free_port, start_s3, stop_s3, write_yaml
@@ -38,9 +38,9 @@ UNITS = 30
 DRIVER = """
 import json, logging, sys
 logging.basicConfig(level=logging.INFO)
-from pipelines.config import load_config
-from pipelines.mine_config import MineConfig
-from pipelines.ray_runner import run_mining
+from pipelines.config.load import load_config
+from pipelines.mine.config import MineConfig
+from pipelines.mine.driver import run_mining
 result = run_mining(load_config(MineConfig, sys.argv[1]))
 print("RESULT " + json.dumps({"mined": [{k: s.get(k) for k in ("unit", "node_id", "worker")} for s in result.mined],
                               "failed": result.failed, "committed": len(result.all_committed)}))
@@ -165,8 +165,8 @@ def _config(tmp: Path, s3, corpus: str, out: str, cluster: Cluster | None) -> Pa
 @pytest.fixture(scope="module")
 def one_node(s3, corpus, tmp_path_factory) -> dict[str, str]:
     """The pair set of a one-node run: the miner itself, unit after unit, in this process."""
-    from pipelines.mining import UnitMiner
-    from pipelines.ray_runner import plan
+    from pipelines.mine.model_stage import UnitMiner
+    from pipelines.mine.driver import plan
 
     out = s3.url("out/one-node")
     cfg = load_config(MineConfig, _config(tmp_path_factory.mktemp("one"), s3, corpus, out, None))

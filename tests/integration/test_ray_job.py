@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import webdataset as wds
 
-from pipelines.shards import committed_units
+from pipelines.pairs.writer import committed_units
 from tests.integration.conftest import REPO, child_env
 from tests.integration.processes import kill_session, start_session
 
@@ -105,7 +105,7 @@ def test_relative_paths_resolve_in_the_job_directory_not_the_nodes(ray_head, ray
 
 FORGE = """
 import os, runpy, sys
-import pipelines.ray_runner as runner
+import pipelines.mine.driver as runner
 
 real = runner._dispatch
 

@@ -24,10 +24,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipelines.config import load_config
-from pipelines.mine_config import MineConfig
-from pipelines.pair_format import committed_shards, iter_committed, list_names, shard_url, verify_shard
-from pipelines.shards import committed_units, write_sizes
+from pipelines.config.load import load_config
+from pipelines.mine.config import MineConfig
+from pipelines.pairs.format import committed_shards, iter_committed, list_names, shard_url, verify_shard
+from pipelines.pairs.writer import committed_units, write_sizes
 from tests.integration.conftest import REPO, child_env
 from tests.integration.processes import kill_session, sigkill_session, start_session
 from tests.integration.s3_store import start_s3, stop_s3, write_yaml
@@ -153,8 +153,8 @@ def test_coco_job_writes_shards_report_and_contact_sheet_to_s3(s3, reference):
 @pytest.mark.parametrize("fmt", ["webdataset", "parquet"])
 def test_webdataset_and_parquet_corpora_read_from_s3(s3, corpora, fmt, tmp_path):
     """The two other readers, through the same miner, from S3 to S3 (no Ray: the miner itself)."""
-    from pipelines.mining import UnitMiner
-    from pipelines.ray_runner import plan
+    from pipelines.mine.model_stage import UnitMiner
+    from pipelines.mine.driver import plan
 
     out = s3.url(f"out/{fmt}")
     cfg = load_config(MineConfig, _mine_yaml(tmp_path, s3, corpus={"format": fmt, "url": corpora[fmt],
@@ -237,8 +237,8 @@ def _hostile_tar(path: Path) -> None:
 
 
 def test_hostile_tar_members_are_refused_and_nothing_lands_outside_the_output_prefix(s3, tmp_path):
-    from pipelines.mining import UnitMiner
-    from pipelines.ray_runner import plan
+    from pipelines.mine.model_stage import UnitMiner
+    from pipelines.mine.driver import plan
 
     local = tmp_path / "hostile"
     local.mkdir()

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.train import checkpoint as ckpt
-from pipelines.train.synthetic import write_synthetic_pairs
+from tests.synthetic_pairs import write_synthetic_pairs
 from tests.integration.test_tune_mpt_torchrun import _children, env
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from pipelines.train import checkpoint as ckpt
-from pipelines.train.synthetic import write_synthetic_pairs
+from tests.synthetic_pairs import write_synthetic_pairs
 
 pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]

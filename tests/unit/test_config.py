@@ -1,8 +1,8 @@
 """Config loading: presets, overrides, and errors that name the key before any work starts."""
 import pytest
 
-from pipelines.config import ConfigError, load_config
-from pipelines.mine_config import MineConfig
+from pipelines.config.load import ConfigError, load_config
+from pipelines.mine.config import MineConfig
 
 
 def test_smoke_preset_builds_on_the_base_config():
@@ -57,7 +57,7 @@ def test_list_index_override_into_structured_list_is_a_config_error():
 
 def test_real_preset_writes_cluster_sized_shards_and_smoke_presets_small_ones():
     """img2dataset-style units for real corpora; tiny units where the corpus is tiny."""
-    from pipelines.mine_config import MineConfig
+    from pipelines.mine.config import MineConfig
     from tests.conftest import REPO
 
     real = load_config(MineConfig, REPO / "conf/mine.yaml")

@@ -9,10 +9,10 @@ import sys
 import pytest
 from omegaconf import OmegaConf
 
-from pipelines.common_config import ClipSection, RunBase
-from pipelines.config import _load_yaml_chain, load_config
-from pipelines.config_help import describe, field_comments
-from pipelines.mine_config import MineConfig
+from pipelines.config.sections import ClipSection, RunBase
+from pipelines.config.load import _load_yaml_chain, load_config
+from pipelines.config.help import describe, field_comments
+from pipelines.mine.config import MineConfig
 from pipelines.train.config import EvalCropsConfig, TuneConfig
 from pipelines.train.maskformer_config import TrainMaskFormerConfig
 from tests.conftest import REPO

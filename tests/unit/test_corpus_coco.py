@@ -15,7 +15,7 @@ from PIL import Image
 
 from pipelines.corpus.base import READERS, CorpusConfig, build_reader, load_builtin_readers
 from pipelines.corpus.coco import CocoReader
-from pipelines.decode import load_record_image
+from pipelines.corpus.decode import load_record_image
 from pipelines.records import SkipSample, WorkUnit
 
 REPO = Path(__file__).resolve().parents[2]

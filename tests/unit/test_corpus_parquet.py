@@ -14,7 +14,7 @@ from PIL import Image
 
 from pipelines.corpus.base import CorpusConfig, build_reader
 from pipelines.corpus.parquet import ParquetReader
-from pipelines.decode import load_record_image
+from pipelines.corpus.decode import load_record_image
 from pipelines.records import SkipSample, WorkUnit
 
 IDS = [1, 1, 2, 3, 3, 3, 4, 5, 5, 6]  # one row per caption, rows of one image adjacent

@@ -15,7 +15,7 @@ from PIL import Image
 
 from pipelines.corpus.base import CorpusConfig, build_reader
 from pipelines.corpus.webdataset import WebDatasetReader, split_member_name
-from pipelines.decode import decode_image
+from pipelines.corpus.decode import decode_image
 from pipelines.records import WorkUnit
 
 Members = list[tuple[str, bytes]]

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.decode import decode_image, load_record_image, read_bytes
+from pipelines.corpus.decode import decode_image, load_record_image, read_bytes
 from pipelines.records import ImageRecord, SkipSample
 
 RNG = np.random.RandomState(0)

@@ -10,8 +10,8 @@ from collections import Counter
 from pipelines.corpus.base import CorpusConfig
 from pipelines.corpus.coco import CocoReader
 from pipelines.corpus.webdataset import WebDatasetReader
-from pipelines.pair_format import iter_tar
-from pipelines.redact import REDACTED, redact
+from pipelines.pairs.format import iter_tar
+from pipelines.storage.redact import REDACTED, redact
 from pipelines.records import WorkUnit
 
 

@@ -18,11 +18,11 @@ from ovseg.maskformer.weights import save_maskformer
 from ovseg.proposals import build_proposals, propose_batch
 from ovseg.proposals.filtering import area_in_range, greedy_dedup, mask_iou
 from ovseg.proposals.maskformer import load_proposal_model
-from pipelines.config import ConfigError, load_config
-from pipelines.mine_config import MineConfig
-from pipelines.mining import UnitMiner
-from pipelines.pair_format import PairMeta, shard_url
-from pipelines.run_paths import resolve_local_paths
+from pipelines.config.load import ConfigError, load_config
+from pipelines.mine.config import MineConfig
+from pipelines.mine.model_stage import UnitMiner
+from pipelines.pairs.format import PairMeta, shard_url
+from pipelines.mine.paths import resolve_local_paths
 from tests.conftest import REPO
 
 SPEC = get_spec("world-tiny", num_queries=12, dec_layers=2, hidden_dim=32, nheads=2, dim_feedforward=64,

@@ -9,11 +9,11 @@ import skimage.data
 import webdataset as wds
 from PIL import Image
 
-from pipelines.config import load_config
-from pipelines.mine_config import MineConfig
-from pipelines.mining import UnitMiner
-from pipelines.pair_format import PairMeta, shard_url
-from pipelines.shards import committed_units
+from pipelines.config.load import load_config
+from pipelines.mine.config import MineConfig
+from pipelines.mine.model_stage import UnitMiner
+from pipelines.pairs.format import PairMeta, shard_url
+from pipelines.pairs.writer import committed_units
 
 
 @pytest.fixture(scope="module")

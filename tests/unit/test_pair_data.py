@@ -10,9 +10,9 @@ import tarfile
 import pytest
 import torch
 
-from pipelines.pair_data import PairStream, decode_pair, epoch_samples, make_loader, make_source
-from pipelines.pair_format import iter_tar, shard_urls
-from pipelines.train.synthetic import write_synthetic_pairs
+from pipelines.pairs.stream import PairStream, decode_pair, epoch_samples, make_loader, make_source
+from pipelines.pairs.format import iter_tar, shard_urls
+from tests.synthetic_pairs import write_synthetic_pairs
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 

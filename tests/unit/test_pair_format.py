@@ -1,4 +1,4 @@
-"""The pair-shard format has one owner: pipelines/pair_format.py, and docs/CONTRACTS.md matches it."""
+"""The pair-shard format has one owner: pipelines/pairs/format.py, and docs/CONTRACTS.md matches it."""
 from __future__ import annotations
 
 import ast
@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.pair_format import PairMeta, iter_tar, pair_key, pair_sample, shard_urls
+from pipelines.pairs.format import PairMeta, iter_tar, pair_key, pair_sample, shard_urls
 from pipelines.records import SkipSample
-from pipelines.train.synthetic import write_synthetic_pairs
+from tests.synthetic_pairs import write_synthetic_pairs
 from tests.conftest import REPO
 
 PACKAGES = ("ovseg", "pipelines", "jobs")
 # modules that write or read pair shards: they must take names and metadata from pair_format
-USERS = ("pipelines/shards.py", "pipelines/mining.py", "pipelines/train/synthetic.py", "pipelines/pair_data.py",
-         "pipelines/report.py", "pipelines/world/evaluate.py")
+USERS = ("pipelines/pairs/writer.py", "pipelines/mine/model_stage.py", "tests/synthetic_pairs.py", "pipelines/pairs/stream.py",
+         "pipelines/mine/report.py", "pipelines/pairs/quality.py")
 FORMAT_LITERAL = re.compile(r"pairs-[{%*]|\.stats\.json|^sizes\.json$")
 
 
@@ -97,7 +97,7 @@ def test_one_skip_sample_and_one_expand_urls():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, (ast.ClassDef, ast.FunctionDef)) and node.name in ("SkipSample", "expand_urls"):
                 defined[node.name].append(str(path.relative_to(REPO)))
-    assert defined == {"SkipSample": ["pipelines/records.py"], "expand_urls": ["pipelines/urls.py"]}
+    assert defined == {"SkipSample": ["pipelines/records.py"], "expand_urls": ["pipelines/storage/urls.py"]}
 
 
 def _literals(path: Path) -> list[str]:
@@ -114,4 +114,4 @@ def _literals(path: Path) -> list[str]:
 def test_users_take_names_from_the_format_module(module):
     path = REPO / module
     assert [s for s in _literals(path) if FORMAT_LITERAL.search(s)] == []
-    assert "pipelines.pair_format" in path.read_text()
+    assert "pipelines.pairs.format" in path.read_text()

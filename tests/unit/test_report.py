@@ -6,12 +6,12 @@ import sys
 import pytest
 from PIL import Image
 
-from pipelines.config import load_config
-from pipelines.mine_config import MineConfig
-from pipelines.mining import UnitMiner
-from pipelines.report import RIGHT, WRONG, ground_truth_check, ground_truth_quality, write_report
-from pipelines.shards import committed_units
-from pipelines.stats import RunResult
+from pipelines.config.load import load_config
+from pipelines.mine.config import MineConfig
+from pipelines.mine.model_stage import UnitMiner
+from pipelines.mine.report import RIGHT, WRONG, ground_truth_check, ground_truth_quality, write_report
+from pipelines.pairs.writer import committed_units
+from pipelines.mine.stats import RunResult
 from tests.conftest import REPO
 
 
@@ -81,14 +81,14 @@ def test_report_after_a_resume_keeps_the_throughput_of_the_mining_runs(tmp_path)
     assert report["all_runs"]["pairs_per_s"] == pytest.approx(90 / 9.0)
     md = (tmp_path / "report.md").read_text()
     assert "3.33 images/s" in md and "0.00 images/s" not in md
-    from pipelines.mine_summary import closing_lines
+    from pipelines.mine.summary import closing_lines
 
     lines = "\n".join(closing_lines(RunResult(all_committed=stats, seconds=0.5), report, str(tmp_path)))
     assert "3.33 images/s" in lines and "0.00 images/s" not in lines and f"output: {tmp_path}" in lines
 
 
 def test_busy_seconds_is_the_union_of_unit_intervals():
-    from pipelines.throughput import busy_seconds
+    from pipelines.mine.throughput import busy_seconds
 
     assert busy_seconds([{"started": 0, "finished": 4}, {"started": 1, "finished": 3},
                          {"started": 10, "finished": 12}, {"seconds": 1.5}]) == pytest.approx(7.5)

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 
-from pipelines.config import load_config
-from pipelines.mine_config import MineConfig
-from pipelines.ray_runner import verify_committed
-from pipelines.run_paths import StorageError, check_output_shared, resolve_local_paths
+from pipelines.config.load import load_config
+from pipelines.mine.config import MineConfig
+from pipelines.mine.driver import verify_committed
+from pipelines.mine.paths import StorageError, check_output_shared, resolve_local_paths
 from tests.conftest import REPO
 
 

@@ -6,8 +6,8 @@ import tarfile
 import pytest
 import webdataset as wds
 
-from pipelines.pair_format import shard_url, stats_url
-from pipelines.shards import ShardWriter, committed_units, write_sizes
+from pipelines.pairs.format import shard_url, stats_url
+from pipelines.pairs.writer import ShardWriter, committed_units, write_sizes
 
 
 def _sample(key: str) -> dict:
@@ -59,7 +59,7 @@ def test_a_new_writer_clears_stale_files_of_its_unit(tmp_path):
 def test_a_tar_that_differs_from_its_marker_is_not_committed(tmp_path):
     """Object stores have no atomic rename: a tar replaced or cut after its marker was written is
     not taken for committed, neither by the resume check nor by the pair readers."""
-    from pipelines.pair_format import committed_shards, verify_shard
+    from pipelines.pairs.format import committed_shards, verify_shard
 
     out = str(tmp_path)
     for index in (0, 1, 2):

@@ -15,12 +15,12 @@ import pytest
 from fsspec.implementations.dirfs import DirFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
-from pipelines.config import load_config
-from pipelines.mine_config import MineConfig
-from pipelines.mining import UnitMiner
-from pipelines.report import ground_truth_check, write_report
-from pipelines.shards import committed_units, write_sizes
-from pipelines.stats import RunResult
+from pipelines.config.load import load_config
+from pipelines.mine.config import MineConfig
+from pipelines.mine.model_stage import UnitMiner
+from pipelines.mine.report import ground_truth_check, write_report
+from pipelines.pairs.writer import committed_units, write_sizes
+from pipelines.mine.stats import RunResult
 from pipelines.train.config import TuneConfig
 from pipelines.train.dist import init_world
 from pipelines.train.loop import run

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.train.synthetic import write_synthetic_pairs
+from tests.synthetic_pairs import write_synthetic_pairs
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -9,12 +9,12 @@ import torch
 
 from ovseg import mpt_export
 from ovseg.clip import load_clip
-from pipelines.config import load_config
+from pipelines.config.load import load_config
 from pipelines.train import checkpoint as ckpt
 from pipelines.train.config import TuneConfig
 from pipelines.train.dist import init_world
 from pipelines.train.loop import run
-from pipelines.train.synthetic import write_synthetic_pairs
+from tests.synthetic_pairs import write_synthetic_pairs
 
 SMOKE = "conf/smoke/tune_mpt.yaml"
 

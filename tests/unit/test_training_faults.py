@@ -9,13 +9,13 @@ import tarfile
 
 import pytest
 
-from pipelines.config import load_config
-from pipelines.pair_format import shard_url, stats_url
+from pipelines.config.load import load_config
+from pipelines.pairs.format import shard_url, stats_url
 from pipelines.train import checkpoint as ckpt
 from pipelines.train.config import TuneConfig
 from pipelines.train.dist import init_world
 from pipelines.train.loop import run
-from pipelines.train.synthetic import write_synthetic_pairs
+from tests.synthetic_pairs import write_synthetic_pairs
 
 SMOKE = "conf/smoke/tune_mpt.yaml"
 
@@ -56,7 +56,7 @@ def test_a_committed_shard_cut_after_its_commit_is_left_out(tmp_path):
     cut = shard_url(str(out), 1)
     data = open(cut, "rb").read()
     open(cut, "wb").write(data[:3000])
-    from pipelines.pair_data import make_source
+    from pipelines.pairs.stream import make_source
 
     assert make_source(str(out)).shards == (shard_url(str(out), 0),)
     assert stats_url(str(out), 1)  # the marker is still there: the size check, not its absence, decides

@@ -1,9 +1,9 @@
 """Mining one unit of work: records → nouns, proposals, crops, CLIP scores, pairs → a shard.
 
 :class:`UnitMiner` turns a :class:`~pipelines.records.WorkUnit` into a committed ``pairs-%06d.tar``
-plus its stats. The CPU stage (:class:`pipelines.mine_cpu.CpuStage`: decoding, spaCy, proposals and
+plus its stats. The CPU stage (:class:`pipelines.mine.cpu_stage.CpuStage`: decoding, spaCy, proposals and
 their filtering) prepares batches ahead, bounded by ``run.prefetch_batches``, either in a thread
-here or in Ray CPU workers (``submit``/``resolve`` given by :mod:`pipelines.ray_runner`); the model
+here or in Ray CPU workers (``submit``/``resolve`` given by :mod:`pipelines.mine.driver`); the model
 stage here cuts the crops of a whole batch, encodes them in one pass of the image tower, matches
 them against cached noun embeddings and writes the pairs. Batches are consumed in reading order,
 so the shard is the same wherever the CPU stage ran. Seconds per stage, and how long the model
@@ -12,8 +12,6 @@ stage waited for a batch, go into the unit's stats (``timing``). No Ray in this 
 from __future__ import annotations
 
 import contextlib
-import functools
-import json
 import logging
 import os
 import queue
@@ -31,44 +29,16 @@ from ovseg.mpt_export import load_prompted_clip
 from ovseg.crops import MEAN_FILL_255, masked_crops, normalize, to_uint8_image
 from ovseg.crops_batched import masked_crops_batched
 from ovseg.matching import MatchParams, match_pairs
-from ovseg.proposals import build_proposals
 from pipelines.corpus.base import build_reader
-from pipelines.mine_config import MineConfig
-from pipelines.mine_cpu import CpuStage, PreparedBatch, PreparedImage, merge_stats
-from pipelines.pair_format import PairMeta, pair_key, pair_sample
+from pipelines.mine.config import MineConfig
+from pipelines.mine.cpu_stage import CpuStage, PreparedBatch, PreparedImage, merge_stats
+from pipelines.pairs.format import PairMeta, pair_key, pair_sample
 from pipelines.records import ImageRecord, WorkUnit
-from pipelines.shards import ShardWriter, encode_jpeg, encode_png
-from pipelines.stage_times import StageTimes
-from pipelines.stats import UnitStats
+from pipelines.pairs.writer import ShardWriter, encode_jpeg, encode_png
+from pipelines.mine.stage_times import StageTimes
+from pipelines.mine.stats import UnitStats
 
 log = logging.getLogger(__name__)
-
-
-def _load_json(url: str | None, storage_options: dict[str, Any]) -> dict | None:
-    if url is None:
-        return None
-    import fsspec
-
-    with fsspec.open(url, "rb", **storage_options) as f:
-        return json.loads(f.read())
-
-
-def build_proposal_backend(cfg: MineConfig):
-    """The configured proposal backend; annotation files for ``gt`` are read here via fsspec
-    (corpus-side files: ``corpus.storage_options``)."""
-    options = dict(cfg.proposals.options)
-    if cfg.proposals.backend == "gt":
-        storage = cfg.corpus.storage_options
-        options.setdefault("instances", _load_json(cfg.proposals.instances_url, storage))
-        options.setdefault("panoptic", _load_json(cfg.proposals.panoptic_url, storage))
-        options.setdefault("panoptic_root", cfg.proposals.panoptic_root)
-        if cfg.proposals.panoptic_root:
-            root = cfg.proposals.panoptic_root.rstrip("/")
-            options.setdefault("read_file", functools.partial(_read_under, root, storage))
-    if cfg.proposals.backend == "maskformer":
-        options.setdefault("checkpoint", cfg.proposals.checkpoint)
-        options.setdefault("device", cfg.run.device)
-    return build_proposals(cfg.proposals.backend, **options)
 
 
 def load_scoring_clip(cfg: MineConfig, device: torch.device) -> tuple[ClipBundle, torch.nn.Module | None]:
@@ -86,13 +56,6 @@ def load_scoring_clip(cfg: MineConfig, device: torch.device) -> tuple[ClipBundle
     if bundle.name != cfg.clip.model:
         log.warning("clip.prompt was tuned on %s; clip.model=%s is ignored", bundle.name, cfg.clip.model)
     return bundle, prompted.prompt
-
-
-def _read_under(root: str, storage_options: dict[str, Any], name: str) -> bytes:
-    import fsspec
-
-    with fsspec.open(f"{root}/{name}", "rb", **storage_options) as f:
-        return f.read()
 
 
 def resolve_device(setting: str) -> torch.device:

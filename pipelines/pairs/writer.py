@@ -1,6 +1,6 @@
 """Writing pair shards on any fsspec file system: write, commit, find committed units, sizes.json.
 
-Names, metadata and the commit rule belong to :mod:`pipelines.pair_format`. A unit's tar is written under a temporary name and renamed when complete; its
+Names, metadata and the commit rule belong to :mod:`pipelines.pairs.format`. A unit's tar is written under a temporary name and renamed when complete; its
 ``pairs-%06d.stats.json`` is written *after* that (also via a temporary name) and is the commit
 marker. A tar without its stats file is not committed: the next run deletes and redoes it, and
 readers ignore it. So a killed run never leaves anything that looks complete.
@@ -17,7 +17,7 @@ import fsspec
 import webdataset as wds
 from fsspec.core import url_to_fs
 
-from pipelines.pair_format import (SHARD_NAME, SIZES_NAME, STATS_NAME, committed_indices, list_sizes, marker_matches,
+from pipelines.pairs.format import (SHARD_NAME, SIZES_NAME, STATS_NAME, committed_indices, list_sizes, marker_matches,
                                    sizes_of)
 
 log = logging.getLogger(__name__)

@@ -25,13 +25,13 @@ from typing import Any, Callable
 import ray
 
 from pipelines.corpus.base import build_reader
-from pipelines.mine_config import MineConfig
-from pipelines.native_heap import pin_mmap_threshold
-from pipelines.pair_format import shard_url
+from pipelines.mine.config import MineConfig
+from pipelines.mine.native_heap import pin_mmap_threshold
+from pipelines.pairs.format import shard_url
 from pipelines.records import WorkUnit
-from pipelines.run_paths import check_output_shared
-from pipelines.shards import committed_units, write_sizes
-from pipelines.stats import RunResult
+from pipelines.mine.paths import check_output_shared
+from pipelines.pairs.writer import committed_units, write_sizes
+from pipelines.mine.stats import RunResult
 
 log = logging.getLogger(__name__)
 LOCAL_START_ATTEMPTS = 3  # tries to start a local Ray
@@ -48,12 +48,12 @@ def _setup_logging(log_level: int) -> None:
 
 
 class CpuStageActor:
-    """A Ray actor around :class:`pipelines.mine_cpu.CpuStage` (spaCy and proposals built once)."""
+    """A Ray actor around :class:`pipelines.mine.cpu_stage.CpuStage` (spaCy and proposals built once)."""
 
     def __init__(self, cfg: MineConfig, log_level: int = logging.WARNING) -> None:
         _setup_logging(log_level)
         pin_mmap_threshold()  # a long-lived worker: keep its native heap from fragmenting (native_heap.py)
-        from pipelines.mine_cpu import CpuStage
+        from pipelines.mine.cpu_stage import CpuStage
 
         self.stage = CpuStage(cfg)
 
@@ -65,7 +65,7 @@ class CpuStageActor:
 
 
 class RoundRobin:
-    """``submit`` for :class:`pipelines.mining.UnitMiner`: batches go to CPU workers in turn."""
+    """``submit`` for :class:`pipelines.mine.model_stage.UnitMiner`: batches go to CPU workers in turn."""
 
     def __init__(self, workers: list) -> None:
         self.workers, self.next = workers, 0
@@ -86,12 +86,12 @@ def start_cpu_workers(cfg: MineConfig, log_level: int) -> list:
 
 
 class MiningActor:
-    """A Ray actor around :class:`pipelines.mining.UnitMiner` (models built once per actor)."""
+    """A Ray actor around :class:`pipelines.mine.model_stage.UnitMiner` (models built once per actor)."""
 
     def __init__(self, cfg: MineConfig, log_level: int = logging.WARNING) -> None:
         _setup_logging(log_level)
         pin_mmap_threshold()  # a long-lived worker: keep its native heap from fragmenting (native_heap.py)
-        from pipelines.mining import UnitMiner
+        from pipelines.mine.model_stage import UnitMiner
 
         if cfg.ray.cpu_workers_per_actor > 0:
             self.cpu_workers = start_cpu_workers(cfg, log_level)
@@ -146,7 +146,7 @@ def run_mining(cfg: MineConfig, on_unit: Callable[[dict[str, Any]], None] | None
 
     Args:
         cfg: the mining config, its local paths already absolute
-            (:func:`pipelines.run_paths.resolve_local_paths`): actors run in other directories.
+            (:func:`pipelines.mine.paths.resolve_local_paths`): actors run in other directories.
         on_unit: called on the driver with each committed unit's stats (progress bars).
         planned: the result of :func:`plan` when the caller has it (the corpus is planned once).
     """
@@ -173,7 +173,7 @@ def verify_committed(mined: list[dict[str, Any]], found: dict[int, dict], out_ur
 
     Args:
         mined: the stats the workers returned (``unit``, and ``output``: where the worker wrote).
-        found: :func:`pipelines.shards.committed_units` of ``out_url``, read by the driver.
+        found: :func:`pipelines.pairs.writer.committed_units` of ``out_url``, read by the driver.
     """
     problems = {}
     for stats in mined:

@@ -1,6 +1,6 @@
-"""Training stream over (masked crop, noun) pair shards (format: :mod:`pipelines.pair_format`).
+"""Training stream over (masked crop, noun) pair shards (format: :mod:`pipelines.pairs.format`).
 
-A *source* is a string naming shards, several joined by ``::`` (:func:`pipelines.pair_format.shard_urls`):
+A *source* is a string naming shards, several joined by ``::`` (:func:`pipelines.pairs.format.shard_urls`):
 
 * a brace pattern ``out/pairs/pairs-{000000..000031}.tar`` (also ``s3://bucket/pairs-{0..9}.tar``),
 * a folder (local or fsspec URL) -> every committed ``pairs-*.tar`` in it, sorted,
@@ -31,12 +31,12 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from pipelines.pair_format import iter_tar, read_sizes, shard_urls
+from pipelines.pairs.format import iter_tar, read_sizes, shard_urls
 from pipelines.records import SkipSample
 
 log = logging.getLogger(__name__)
 
-REQUIRED_FIELDS = ("jpg", "png", "txt")  # members of pipelines.pair_format.MEMBERS that tuning needs
+REQUIRED_FIELDS = ("jpg", "png", "txt")  # members of pipelines.pairs.format.MEMBERS that tuning needs
 
 
 @dataclass(frozen=True, kw_only=True)

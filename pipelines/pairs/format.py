@@ -12,7 +12,7 @@ An output folder holds, per unit of work ``i``:
 and once per folder ``sizes.json`` ``{"pairs-000000.tar": n_pairs, ...}`` (open_clip reads it).
 
 This module owns the names, the metadata record, the commit check and the one tar reader; the
-writer with its atomic renames is :mod:`pipelines.shards`. ``docs/CONTRACTS.md`` lists the json
+writer with its atomic renames is :mod:`pipelines.pairs.writer`. ``docs/CONTRACTS.md`` lists the json
 fields and a test keeps it equal to :class:`PairMeta`.
 """
 from __future__ import annotations
@@ -31,8 +31,8 @@ import fsspec
 from fsspec.core import url_to_fs
 
 from pipelines.records import SkipSample
-from pipelines.tar_safety import unsafe_member_reason
-from pipelines.urls import basename, expand_urls, parent_url
+from pipelines.storage.tar_safety import unsafe_member_reason
+from pipelines.storage.urls import basename, expand_urls, parent_url
 
 log = logging.getLogger(__name__)
 
@@ -217,7 +217,7 @@ def committed_shards(urls: Sequence[str], storage_options: Optional[dict] = None
 
 def shard_urls(spec: str, storage_options: Optional[dict] = None) -> list[str]:
     """Committed shard URLs of a source string: parts joined by ``::``, each a folder, brace
-    pattern, glob or single shard (expanded by :func:`pipelines.urls.expand_urls`; order of the
+    pattern, glob or single shard (expanded by :func:`pipelines.storage.urls.expand_urls`; order of the
     parts kept).
 
     Raises:

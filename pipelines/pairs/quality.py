@@ -29,10 +29,10 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from pipelines.pair_format import PairMeta, iter_committed
+from pipelines.pairs.format import PairMeta, iter_committed
 from pipelines.records import SkipSample
 
-from .categories import CATEGORIES
+from pipelines.world.categories import CATEGORIES  # TODO(issue 15): the world passes its vocabulary in
 
 __all__ = ["MinedPair", "read_pairs", "pair_mask", "GroundTruth", "decode_segmentation", "mining_quality"]
 

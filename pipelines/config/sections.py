@@ -1,6 +1,6 @@
 """Config sections shared by mining and tuning: which CLIP weights, and where / how a run computes.
 
-One definition each, imported by :mod:`pipelines.mine_config` and :mod:`pipelines.train.config`
+One definition each, imported by :mod:`pipelines.mine.config` and :mod:`pipelines.train.config`
 (which extend them with their own keys). Every field has a one-line comment: ``--help`` shows it.
 """
 from __future__ import annotations
@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
-from pipelines.config import check
+from pipelines.config.load import check
 
 DEVICES = ("auto", "cpu", "cuda")
 

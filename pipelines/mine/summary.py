@@ -5,7 +5,7 @@ from typing import Any
 
 
 def closing_lines(result: Any, report: dict[str, Any] | None, out_url: str) -> list[str]:
-    """Lines summing up a run (``result``: :class:`pipelines.stats.RunResult`).
+    """Lines summing up a run (``result``: :class:`pipelines.mine.stats.RunResult`).
 
     Rates come from every run that mined the committed units (``report["all_runs"]``), so a resumed
     run with nothing left to do still shows how fast the shards were mined.

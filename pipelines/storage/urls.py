@@ -1,7 +1,7 @@
 """fsspec URL helpers shared by every reader: expand a URL pattern, parent folder, join.
 
 One expansion for corpus inputs and pair shards alike (:func:`expand_urls`); the pair reader adds
-its commit filter on top (:func:`pipelines.pair_format.shard_urls`).
+its commit filter on top (:func:`pipelines.pairs.format.shard_urls`).
 """
 from __future__ import annotations
 

@@ -2,9 +2,9 @@
 
 :class:`CpuStage` holds spaCy and the proposal backend and turns a batch of
 :class:`~pipelines.records.ImageRecord` into a :class:`PreparedBatch` that the model stage
-(:mod:`pipelines.mining`) only has to cut, encode, match and write. It runs either in a thread
+(:mod:`pipelines.mine.model_stage`) only has to cut, encode, match and write. It runs either in a thread
 beside the model (``ray.cpu_workers_per_actor=0``) or in its own Ray workers
-(:mod:`pipelines.ray_runner`); both give the same batches, so the output does not depend on where
+(:mod:`pipelines.mine.driver`); both give the same batches, so the output does not depend on where
 it ran.
 
 Proposals are filtered here, before any CLIP work: top-k by score (``proposals.max_proposals``),
@@ -13,19 +13,56 @@ floor are dropped (they could never become a pair, so the pairs do not change).
 """
 from __future__ import annotations
 
+import functools
+import json
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 
-from ovseg.proposals import ImageContext, Proposals, propose_batch
+from ovseg.proposals import ImageContext, Proposals, build_proposals, propose_batch
 from ovseg.proposals.filtering import greedy_dedup
 from ovseg.text import NounExtractor
-from pipelines.decode import load_record_image
-from pipelines.mine_config import MineConfig
+from pipelines.corpus.decode import load_record_image
+from pipelines.mine.config import MineConfig
 from pipelines.records import ImageRecord, SkipSample
-from pipelines.stage_times import StageTimes
-from pipelines.stats import UnitStats
+from pipelines.mine.stage_times import StageTimes
+from pipelines.mine.stats import UnitStats
+
+
+def _load_json(url: str | None, storage_options: dict[str, Any]) -> dict | None:
+    if url is None:
+        return None
+    import fsspec
+
+    with fsspec.open(url, "rb", **storage_options) as f:
+        return json.loads(f.read())
+
+
+def build_proposal_backend(cfg: MineConfig):
+    """The configured proposal backend; annotation files for ``gt`` are read here via fsspec
+    (corpus-side files: ``corpus.storage_options``)."""
+    options = dict(cfg.proposals.options)
+    if cfg.proposals.backend == "gt":
+        storage = cfg.corpus.storage_options
+        options.setdefault("instances", _load_json(cfg.proposals.instances_url, storage))
+        options.setdefault("panoptic", _load_json(cfg.proposals.panoptic_url, storage))
+        options.setdefault("panoptic_root", cfg.proposals.panoptic_root)
+        if cfg.proposals.panoptic_root:
+            root = cfg.proposals.panoptic_root.rstrip("/")
+            options.setdefault("read_file", functools.partial(_read_under, root, storage))
+    if cfg.proposals.backend == "maskformer":
+        options.setdefault("checkpoint", cfg.proposals.checkpoint)
+        options.setdefault("device", cfg.run.device)
+    return build_proposals(cfg.proposals.backend, **options)
+
+
+def _read_under(root: str, storage_options: dict[str, Any], name: str) -> bytes:
+    import fsspec
+
+    with fsspec.open(f"{root}/{name}", "rb", **storage_options) as f:
+        return f.read()
 
 
 @dataclass
@@ -74,7 +111,6 @@ class CpuStage:
     """spaCy and the proposal backend; :meth:`prepare` turns records into a ready batch."""
 
     def __init__(self, cfg: MineConfig) -> None:
-        from pipelines.mining import build_proposal_backend  # one owner of the backend options
 
         self.cfg = cfg
         self.nouns = NounExtractor(

@@ -9,9 +9,9 @@ import numpy as np
 import torch
 
 from ovseg.crops import masked_crops
-from pipelines.pair_format import PairMeta, pair_key, pair_sample
-from pipelines.shards import ShardWriter, encode_jpeg, encode_png
-from pipelines.world.evaluate import GroundTruth, mining_quality, pair_mask, read_pairs
+from pipelines.pairs.format import PairMeta, pair_key, pair_sample
+from pipelines.pairs.writer import ShardWriter, encode_jpeg, encode_png
+from pipelines.pairs.quality import GroundTruth, mining_quality, pair_mask, read_pairs
 from pipelines.world.generate import generate_split, image_id_of, make_sample
 
 

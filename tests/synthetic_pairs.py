@@ -2,8 +2,8 @@
 
 Each pair is a mean-filled S×S crop with one random ellipse-like blob whose colour identifies the
 noun (plus noise), its mask, the noun and a metadata json; shards are committed with the same
-writer and the same :class:`~pipelines.pair_format.PairMeta` the mining job uses, so readers see
-exactly what ``jobs/mine.py`` writes (format: :mod:`pipelines.pair_format`).
+writer and the same :class:`~pipelines.pairs.format.PairMeta` the mining job uses, so readers see
+exactly what ``jobs/mine.py`` writes (format: :mod:`pipelines.pairs.format`).
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
-from pipelines.pair_format import PairMeta, pair_key, pair_sample
-from pipelines.shards import ShardWriter, encode_jpeg, encode_png, write_sizes
+from pipelines.pairs.format import PairMeta, pair_key, pair_sample
+from pipelines.pairs.writer import ShardWriter, encode_jpeg, encode_png, write_sizes
 
 log = logging.getLogger(__name__)
 

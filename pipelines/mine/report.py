@@ -15,11 +15,11 @@ import numpy as np
 from fsspec.core import url_to_fs
 from PIL import Image, ImageDraw, ImageFont
 
-from pipelines.pair_format import PairMeta, iter_tar, shard_url
+from pipelines.pairs.format import PairMeta, iter_tar, shard_url
 from pipelines.records import SkipSample
-from pipelines.redact import redact
-from pipelines.stats import RunResult, aggregate
-from pipelines.throughput import accumulated_throughput
+from pipelines.storage.redact import redact
+from pipelines.mine.stats import RunResult, aggregate
+from pipelines.mine.throughput import accumulated_throughput
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ def sample_pairs(out_url: str, units: list[int], n: int, *,
     """Up to ``n`` pairs spread over the committed ``units``: ``{key, image (PIL), noun, score, meta, mask}``.
 
     ``mask`` is the crop-aligned mask, bool ``[S, S]`` (None without a png member); ``meta`` the
-    pair's :class:`~pipelines.pair_format.PairMeta`.
+    pair's :class:`~pipelines.pairs.format.PairMeta`.
     """
     if not units or n <= 0:
         return []
@@ -182,7 +182,7 @@ def ground_truth_check(out_url: str, instances_url: str, captions_url: str | Non
     (``storage_options``). ``judge(pair)`` takes a :func:`sample_pairs` item and returns ``None``
     when it is right, else the reason it is wrong.
     """
-    from pipelines.world.evaluate import GroundTruth, MinedPair, mining_quality, pair_mask
+    from pipelines.pairs.quality import GroundTruth, MinedPair, mining_quality, pair_mask
 
     gt = GroundTruth(instances_url, captions_url, storage_options=corpus_storage_options)
 

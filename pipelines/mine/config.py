@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from pipelines.common_config import ClipSection, RunBase
-from pipelines.config import check
-from pipelines.run_paths import is_local
+from pipelines.config.sections import ClipSection, RunBase
+from pipelines.config.load import check
+from pipelines.mine.paths import is_local
 from pipelines.corpus.base import READERS, CorpusConfig, load_builtin_readers
 
 
