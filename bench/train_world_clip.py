@@ -177,7 +177,7 @@ def evaluate_clip(model, tokenizer, val_x: torch.Tensor, scenes: list, n_crops: 
     by_kind = {"thing": [0, 0], "stuff": [0, 0]}
     for scene in scenes[:n_crops]:
         masks = torch.from_numpy(np.stack([inst.mask for inst in scene.instances]))
-        probs, valid = classify_masks(bundle, torch.from_numpy(scene.image).permute(2, 0, 1), masks, text_emb=text)
+        probs, valid = classify_masks(bundle, torch.from_numpy(scene.image).permute(2, 0, 1), masks, text_emb=text, temperature=None)
         gt = torch.tensor([inst.category.train_id for inst in scene.instances])
         right = (probs.argmax(1) == gt) & valid
         for inst, r, v in zip(scene.instances, right.tolist(), valid.tolist()):

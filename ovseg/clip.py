@@ -34,7 +34,9 @@ open_clip.add_model_config(MODEL_CONFIG_DIR)
 OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
-#: The prompt ensemble OVSeg uses by default ("vild" templates, from ViLD).
+#: OVSeg's prompt ensemble: the 14 ``VILD_PROMPT`` templates of ov-seg's
+#: ``open_vocab_seg/modeling/clip_adapter/text_template.py`` (from ViLD), in its order. OVSeg's class
+#: head and mask prompt were trained against text embeddings averaged over exactly these.
 VILD_TEMPLATES: tuple[str, ...] = (
     "a photo of a {}.",
     "This is a photo of a {}",
@@ -45,7 +47,34 @@ VILD_TEMPLATES: tuple[str, ...] = (
     "a photo of a medium {}.",
     "a photo of a large {}.",
     "This is a photo of a small {}.",
+    "This is a photo of a medium {}.",
+    "This is a photo of a large {}.",
+    "There is a small {} in the scene.",
+    "There is a medium {} in the scene.",
+    "There is a large {} in the scene.",
 )
+
+#: The first 9 of them: this project's ensemble before it followed ov-seg (mined pairs and the
+#: committed world numbers up to issue 16 were made with it).
+VILD9_TEMPLATES: tuple[str, ...] = VILD_TEMPLATES[:9]
+
+#: Named prompt ensembles a config may select (``templates: vild``).
+TEMPLATE_SETS: dict[str, tuple[str, ...]] = {
+    "vild": VILD_TEMPLATES,
+    "vild9": VILD9_TEMPLATES,
+    "single": ("a photo of a {}.",),
+    "noun": ("{}",),
+}
+
+#: ov-seg's fixed logit multiplier for crop classification (``ClipAdapter.get_sim_logits``).
+OVSEG_TEMPERATURE = 100.0
+
+
+def templates_named(name: str) -> tuple[str, ...]:
+    """The prompt ensemble called ``name`` (a key of :data:`TEMPLATE_SETS`)."""
+    if name not in TEMPLATE_SETS:
+        raise ValueError(f"unknown prompt ensemble {name!r}; known: {sorted(TEMPLATE_SETS)}")
+    return TEMPLATE_SETS[name]
 
 
 #: File suffixes that make a ``pretrained`` value a local weight file rather than an open_clip tag.

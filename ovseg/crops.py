@@ -62,15 +62,17 @@ def mask_boxes(masks: torch.Tensor) -> torch.Tensor:
 
 
 def expand_boxes(boxes: torch.Tensor, ratio: float, height: int, *, width: int) -> torch.Tensor:
-    """Scale ``[N,4]`` boxes about their centres by ``ratio`` and clip them to the image."""
+    """Scale ``[N,4]`` boxes about their centres by ``ratio`` and clip them to the image.
+
+    As ov-seg's ``clip_adapter/utils.py`` ``expand_box`` + ``crop_with_mask``: the scaled corners are
+    truncated with ``int()`` (toward zero), then clipped to ``0..width`` / ``0..height``.
+    """
     if ratio == 1.0:
         return boxes
-    b = boxes.float()
+    b = boxes.double()
     cx, cy = (b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2
     hw, hh = (b[:, 2] - b[:, 0]) * ratio / 2, (b[:, 3] - b[:, 1]) * ratio / 2
-    lo = torch.stack([cx - hw, cy - hh], dim=1).floor()  # grow outwards to whole pixels
-    hi = torch.stack([cx + hw, cy + hh], dim=1).ceil()
-    out = torch.cat([lo, hi], dim=1).long()
+    out = torch.stack([cx - hw, cy - hh, cx + hw, cy + hh], dim=1).trunc().long()
     out[:, 0::2] = out[:, 0::2].clamp(0, width)
     out[:, 1::2] = out[:, 1::2].clamp(0, height)
     return out

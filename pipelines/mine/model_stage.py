@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 import torch
 
-from ovseg.clip import VILD_TEMPLATES, ClipBundle, TextEmbeddingCache, encode_images, load_clip
+from ovseg.clip import ClipBundle, templates_named, TextEmbeddingCache, encode_images, load_clip
 from ovseg.mpt_export import load_prompted_clip
 from ovseg.crops import MEAN_FILL_255, masked_crops, normalize, to_uint8_image
 from ovseg.crops_batched import masked_crops_batched
@@ -95,8 +95,7 @@ class UnitMiner:
         if self.device.type == "cuda":  # convolution stems run faster on NHWC with cuDNN
             self.clip.model.to(memory_format=torch.channels_last)
             self.cut = masked_crops_batched  # a few kernels per image instead of five per mask
-        templates = VILD_TEMPLATES if cfg.clip.templates == "vild" else ("a photo of a {}.",)
-        self.text_cache = TextEmbeddingCache(self.clip, templates)
+        self.text_cache = TextEmbeddingCache(self.clip, templates_named(cfg.clip.templates))
         self.crop_size = cfg.output.crop_size or self.clip.image_size
         self.fill = MEAN_FILL_255 if cfg.crops.fill == "mean" else (0.0, 0.0, 0.0)
         self.match = MatchParams(min_score=cfg.matching.min_score, min_area=cfg.matching.min_area,

@@ -102,12 +102,14 @@ class EvalSection:
     urls: Optional[str] = None  # held-out pair shards; None = data.holdout_percent of the sources
     max_samples: int = 5000  # evaluate on at most this many pairs (over all processes)
     batch_size: int = 64  # pairs per forward pass
-    templates: str = "vild"  # text prompts for the vocabulary: vild (OVSeg inference) | noun
+    templates: str = "vild"  # prompt ensemble of the vocabulary: vild (ov-seg's 14) | vild9 (before issue 16) | single | noun
     before: bool = True  # also evaluate before tuning (plain CLIP on the masked crops)
     every_steps: int = 0  # evaluate during training every N steps (0 = only before/after)
 
     def validate(self, prefix: str) -> None:
-        check(self.templates in ("vild", "noun"), prefix + "templates", "vild | noun")
+        from ovseg.clip import TEMPLATE_SETS
+
+        check(self.templates in TEMPLATE_SETS, prefix + "templates", " | ".join(TEMPLATE_SETS))
         check(self.max_samples > 0, prefix + "max_samples", "must be > 0")
 
 

@@ -46,11 +46,13 @@ class SegmentDataSection:
 class TextSection(ClipSection):
     """The CLIP whose text tower embeds the category names (the classifier), once, before training."""
 
-    templates: str = "vild"  # prompt ensemble: vild (OVSeg's 9 templates) | noun (the bare name)
+    templates: str = "vild"  # prompt ensemble: vild (ov-seg's 14) | vild9 (before issue 16) | single | noun (the bare name)
 
     def validate(self, prefix: str) -> None:
         super().validate(prefix)
-        check(self.templates in ("vild", "noun"), prefix + "templates", "vild | noun")
+        from ovseg.clip import TEMPLATE_SETS
+
+        check(self.templates in TEMPLATE_SETS, prefix + "templates", " | ".join(TEMPLATE_SETS))
 
 
 @dataclass(kw_only=True)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ovseg.clip import VILD_TEMPLATES, ClipBundle, TextEmbeddingCache, load_clip
+from ovseg.clip import ClipBundle, templates_named, TextEmbeddingCache, load_clip
 from ovseg.mpt import MaskPromptCLIP
 from ovseg.mpt_export import load_prompt
 from pipelines.pairs.stream import PairSource, PairStream, epoch_samples, make_source
@@ -43,8 +43,8 @@ def build_model(cfg: TuneConfig, device: torch.device) -> tuple[MaskPromptCLIP, 
 
 
 def text_cache(bundle: ClipBundle, prompt: str) -> TextEmbeddingCache:
-    """Frozen-text embeddings per noun: the bare noun (``noun``) or OVSeg's 9 templates (``vild``)."""
-    return TextEmbeddingCache(bundle, templates=("{}",) if prompt == "noun" else VILD_TEMPLATES)
+    """Frozen-text embeddings per noun with the prompt ensemble ``prompt`` (``ovseg.clip.TEMPLATE_SETS``)."""
+    return TextEmbeddingCache(bundle, templates=templates_named(prompt))
 
 
 def _no_decay(name: str, p: nn.Parameter) -> bool:

@@ -27,7 +27,10 @@ def test_text_cache_is_the_renormalised_mean_of_template_embeddings(bundle):
     expected = F.normalize(per_template.mean(0), dim=-1)
     assert torch.allclose(emb[1], expected, atol=1e-5)
     assert torch.allclose(emb.norm(dim=-1), torch.ones(3), atol=1e-5)
-    assert len(VILD_TEMPLATES) == 9
+    assert len(VILD_TEMPLATES) == 14  # ov-seg's VILD_PROMPT
+    assert VILD_TEMPLATES[9:] == ("This is a photo of a medium {}.", "This is a photo of a large {}.",
+                                  "There is a small {} in the scene.", "There is a medium {} in the scene.",
+                                  "There is a large {} in the scene.")
 
 
 def test_single_template_differs_from_ensemble(bundle):

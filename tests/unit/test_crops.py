@@ -67,7 +67,19 @@ def test_soft_masks_are_thresholded():
 def test_zero_fill_and_expand_ratio():
     out = masked_crops(_image(), _l_mask()[None], size=3, fill=(0, 0, 0), expand_ratio=1.0)
     assert out.crops[0, :, 0, 1].tolist() == [0.0, 0.0, 0.0]
-    assert expand_boxes(torch.tensor([[2, 1, 5, 4]]), 2.0, 6, width=8).tolist() == [[0, 0, 7, 6]]
+    # ov-seg truncates: x 3.5±3 -> int(0.5)=0, int(6.5)=6; y 2.5±3 -> int(-0.5)=0, int(5.5)=5
+    assert expand_boxes(torch.tensor([[2, 1, 5, 4]]), 2.0, 6, width=8).tolist() == [[0, 0, 6, 5]]
+    # ov-seg's expand_box(x1, y1, x2, y2, ratio) then its clip to the image, in plain Python
+    def ovseg_box(x1, y1, x2, y2, r, h, w):
+        cx, cy, bw, bh = 0.5 * (x1 + x2), 0.5 * (y1 + y2), (x2 - x1) * r, (y2 - y1) * r
+        l, t, rr, b = (int(v) for v in (cx - 0.5 * bw, cy - 0.5 * bh, cx + 0.5 * bw, cy + 0.5 * bh))
+        return [max(l, 0), max(t, 0), min(rr, w), min(b, h)]
+    g = torch.Generator().manual_seed(0)
+    xy0 = torch.randint(0, 30, (200, 2), generator=g)
+    boxes = torch.cat([xy0, xy0 + torch.randint(1, 20, (200, 2), generator=g)], dim=1)
+    for ratio in (1.1, 1.5, 0.8):
+        got = expand_boxes(boxes, ratio, 40, width=45).tolist()
+        assert got == [ovseg_box(*b, ratio, 40, 45) for b in boxes.tolist()]
 
 
 def test_normalize_matches_clip_formula():
