@@ -136,7 +136,8 @@ class MaskFormerProposals:
             out.extend(self._forward_chunk(list(images[start : start + self.batch_size])))
         return out
 
-    def _forward_chunk(self, images: list[np.ndarray]) -> list[Proposals]:
+    def _input_batch(self, images: list[np.ndarray]) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        """Resized, normalised, zero-padded ``[B,3,H',W']`` network input and each image's resized size."""
         device = torch.device(self.device)
         sizes = [_resize_side(*im.shape[:2], short_side=self.short_side, max_side=self.max_side) for im in images]
         pad_h = -(-max(h for h, _ in sizes) // SIZE_DIVISIBILITY) * SIZE_DIVISIBILITY
@@ -148,9 +149,39 @@ class MaskFormerProposals:
             if (h, w) != tuple(image.shape[:2]):
                 pixels = F.interpolate(pixels, size=(h, w), mode="bilinear", align_corners=False)
             batch[i, :, :h, :w] = self.model.normalize(pixels)[0]  # zero padding = the mean colour
+        return batch, sizes
+
+    def _run(self, batch: torch.Tensor, text_embeddings: torch.Tensor) -> dict:
+        device = torch.device(self.device)
         dtype = _AUTOCAST.get(self.precision)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None and device.type == "cuda"):
-            out = self.model(batch, self.model.train_text_embeddings)
+            return self.model(batch, text_embeddings.to(device))
+
+    @torch.no_grad()
+    def semantic_outputs(self, image: np.ndarray, text_embeddings: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """What ov-seg's semantic inference starts from, for one ``[H,W,3]`` uint8 image.
+
+        Args:
+            text_embeddings: ``[C,D]`` L2-normalised class embeddings (the vocabulary to name).
+
+        Returns:
+            ``masks [Q,H,W]`` float sigmoid probabilities at the image's size (every query, unfiltered)
+            and ``probs [Q,C]`` = ``softmax(logits)[:, :C]`` (the no-object column dropped).
+        """
+        batch, sizes = self._input_batch([image])
+        out = self._run(batch, text_embeddings)
+        h, w = sizes[0]
+        probs = out["pred_logits"][0].float().softmax(-1)[:, :-1]
+        logits = F.interpolate(out["pred_masks"][:1].float(), size=batch.shape[-2:], mode="bilinear",
+                               align_corners=False)[:, :, :h, :w]
+        if (h, w) != tuple(image.shape[:2]):
+            logits = F.interpolate(logits, size=tuple(image.shape[:2]), mode="bilinear", align_corners=False)
+        return logits[0].sigmoid().cpu(), probs.cpu()
+
+    def _forward_chunk(self, images: list[np.ndarray]) -> list[Proposals]:
+        batch, sizes = self._input_batch(images)
+        pad_h, pad_w = batch.shape[-2:]
+        out = self._run(batch, self.model.train_text_embeddings)
         objectness = 1.0 - out["pred_logits"].float().softmax(-1)[..., -1]  # [B,Q]
         results = []
         for i, (image, (h, w)) in enumerate(zip(images, sizes)):  # one image's [Q,H,W] logits at a time
