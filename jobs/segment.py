@@ -30,7 +30,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="*", help="images, folders of images, or fsspec URLs")
     parser.add_argument("--classes", help='comma-separated class names, e.g. "cat,red blanket,sky"')
-    parser.add_argument("--classes-file", help="file with class names (one per line, or comma-separated)")
+    parser.add_argument("--classes-file", help="file with class names, one per line (commas stay part of a name)")
     parser.add_argument("--out", help="output folder (overrides output.dir)")
     parser.add_argument("--config", default=None, help="YAML config (default: the built-in defaults)")
     parser.add_argument("--log-level", default="WARNING", help="log level (default: %(default)s)")
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         if bool(args.classes) == bool(args.classes_file):
             raise InputError("give the vocabulary with exactly one of --classes or --classes-file")
         classes = (parse_classes(args.classes, source="--classes") if args.classes else
-                   parse_classes(read_text(args.classes_file, opts), source=args.classes_file))
+                   parse_classes(read_text(args.classes_file, opts), source=args.classes_file, commas=False))
         if not args.inputs:
             raise InputError("no input images given")
         urls = list_images(args.inputs, opts)

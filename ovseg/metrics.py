@@ -1,10 +1,12 @@
-"""Semantic-segmentation metrics from a confusion matrix (mIoU, pixel accuracy, mean accuracy).
+"""Semantic-segmentation metrics from a confusion matrix (mIoU, fwIoU, pixel accuracy, mean accuracy).
 
 Ground-truth pixels equal to ``ignore_index`` are skipped. A prediction may also be
 ``ignore_index`` ("no proposal covers this pixel"): it is kept as an extra, never-correct column,
 so such pixels count as misses of their ground-truth class rather than vanishing.
 IoU of a class is ``TP / (TP + FP + FN)``; mIoU averages over classes whose union is non-empty
 (classes absent from both ground truth and prediction are NaN and left out), as in detectron2 / mmseg.
+fwIoU weights each class's IoU by its share of the ground-truth pixels (detectron2's ``fwIoU``).
+Matrices of several processes or shards add up (:meth:`ConfusionMatrix.merge`).
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ class ConfusionMatrix:
         keep = g != self.ignore_index
         p, g = p[keep], g[keep]
         if g.size and (g.min() < 0 or g.max() >= self.num_classes):
-            raise ValueError(f"ground-truth labels outside 0..{self.num_classes - 1}")
+            bad = int(g.max()) if g.max() >= self.num_classes else int(g.min())
+            raise ValueError(f"ground-truth label {bad} outside 0..{self.num_classes - 1} "
+                             f"(ignore = {self.ignore_index})")
         p = np.where((p < 0) | (p >= self.num_classes), self.num_classes, p)
         self.mat += np.bincount(g * (self.num_classes + 1) + p,
                                 minlength=self.num_classes * (self.num_classes + 1)
@@ -52,19 +56,36 @@ class ConfusionMatrix:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(union > 0, tp / union, np.nan)
 
+    def merge(self, other: "ConfusionMatrix | np.ndarray") -> None:
+        """Add another matrix of the same shape (another shard's counts)."""
+        mat = other.mat if isinstance(other, ConfusionMatrix) else np.asarray(other)
+        if mat.shape != self.mat.shape:
+            raise ValueError(f"confusion matrices {mat.shape} and {self.mat.shape} differ")
+        self.mat += mat.astype(np.int64)
+
+    def group_miou(self, classes: list[int]) -> float:
+        """mIoU over a subset of classes (NaN classes left out; NaN when none is defined)."""
+        iou = self.per_class_iou()[list(classes)]
+        return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
+
     def compute(self) -> dict:
-        """``{"mIoU", "pixel_acc", "mean_acc", "iou": [C]}``; ratios in 0..1 (NaN when empty)."""
+        """``{"mIoU", "fwIoU", "pixel_acc", "mean_acc", "iou": [C], "acc": [C], "gt_pixels": [C]}``;
+        ratios in 0..1 (NaN when undefined)."""
         tp = np.diag(self.mat[:, : self.num_classes]).astype(float)
         gt = self.mat.sum(axis=1).astype(float)
         iou = self.per_class_iou()
         total = gt.sum()
         with np.errstate(invalid="ignore", divide="ignore"):
             acc = np.where(gt > 0, tp / gt, np.nan)
+        present = gt > 0
         return {
             "mIoU": float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan"),
+            "fwIoU": float((gt[present] / total * iou[present]).sum()) if total else float("nan"),
             "pixel_acc": float(tp.sum() / total) if total else float("nan"),
             "mean_acc": float(np.nanmean(acc)) if np.isfinite(acc).any() else float("nan"),
             "iou": iou.tolist(),
+            "acc": acc.tolist(),
+            "gt_pixels": gt.astype(np.int64).tolist(),
         }
 
 

@@ -58,7 +58,8 @@ class EnsembleSection:
 
     clip: bool = True  # classify the masked crops with CLIP (ov-seg CLIP_ENSEMBLE); false = MaskFormer's class head alone
     clip_weight: float = 0.7  # CLIP_ENSEMBLE_WEIGHT w: mf^(1-w) * clip^w (0 = CLIP alone, as ov-seg)
-    seen_classes: list[str] = field(default_factory=list)  # zsseg's branch: classes the MaskFormer was trained on get mf^w * clip^(1-w); [] = ov-seg
+    seen_classes: list[str] = field(default_factory=list)  # classes the MaskFormer was trained on (evaluate reports seen / unseen apart)
+    seen_swap: bool = False  # zsseg.baseline's branch: seen classes get mf^w * clip^(1-w) (ov-seg: false, one rule for all)
     mask_threshold: float = 0.5  # soft masks are binarised with > threshold for the crops (MASK_THR)
     expand_ratio: float = 1.0  # crop box scale about its centre (MASK_EXPAND_RATIO)
 
@@ -66,13 +67,14 @@ class EnsembleSection:
         check(0.0 <= self.clip_weight <= 1.0, prefix + "clip_weight", "must be in 0..1")
         check(0.0 < self.mask_threshold < 1.0, prefix + "mask_threshold", "must be in (0, 1)")
         check(self.expand_ratio > 0, prefix + "expand_ratio", "must be > 0")
+        check(not self.seen_swap or bool(self.seen_classes), prefix + "seen_swap", "needs ensemble.seen_classes")
 
 
 @dataclass(kw_only=True)
 class SegmentOutputSection:
     """What is written per image."""
 
-    dir: str = "out/segment"  # output folder (local path or fsspec URL)
+    dir: str = "out/segment"  # output folder (local path or fsspec URL); evaluate writes metrics.json, per_class.md, overlays/ there
     overlay: bool = True  # also write <stem>_overlay.png (colours, outlines, legend)
     overlay_alpha: float = 0.55  # opacity of the class colours in the overlay
     overlay_min_side: int = 512  # small images are enlarged (nearest) to this short side so the legend stays readable
@@ -95,3 +97,43 @@ class SegmentConfig:
     def validate(self, prefix: str) -> None:
         check(self.ensemble.clip or self.proposals.backend == "maskformer", prefix + "ensemble.clip",
               "without CLIP only the maskformer backend can name masks")
+
+
+@dataclass(kw_only=True)
+class EvalDataSection:
+    """Which benchmark, where (layouts of ov-seg's datasets/DATASETS.md, or the world)."""
+
+    dataset: str = "world"  # ade150 | ade847 | pc59 | pc459 | voc20 | world
+    root: str = "data/world"  # ov-seg's $DETECTRON2_DATASETS folder (the world: the generated corpus folder)
+    max_images: int = 0  # evaluate the first N images by file name (0 = all)
+
+    def validate(self, prefix: str) -> None:
+        from pipelines.segment.datasets import LAYOUTS
+
+        check(self.dataset in LAYOUTS, prefix + "dataset", " | ".join(LAYOUTS))
+        check(self.max_images >= 0, prefix + "max_images", "must be >= 0")
+
+
+@dataclass(kw_only=True)
+class EvalSection:
+    """What is measured and shown."""
+
+    oracle: str = "none"  # none | gt_masks (ground-truth masks named by CLIP) | gt_classes (proposals named by their majority ground-truth class)
+    overlays: int = 4  # write this many prediction-beside-ground-truth pictures (first images by name)
+
+    def validate(self, prefix: str) -> None:
+        check(self.oracle in ("none", "gt_masks", "gt_classes"), prefix + "oracle", "none | gt_masks | gt_classes")
+        check(self.overlays >= 0, prefix + "overlays", "must be >= 0")
+
+
+@dataclass(kw_only=True)
+class EvaluateConfig(SegmentConfig):
+    """``jobs/evaluate.py``: the segment config plus the benchmark and the oracle mode."""
+
+    data: EvalDataSection = field(default_factory=EvalDataSection)  # benchmark
+    eval: EvalSection = field(default_factory=EvalSection)  # oracle and pictures
+
+    def validate(self, prefix: str) -> None:
+        super().validate(prefix)
+        check(self.eval.oracle != "gt_masks" or self.ensemble.clip, prefix + "ensemble.clip",
+              "the gt_masks oracle names the ground-truth masks with CLIP")

@@ -15,13 +15,15 @@ class InputError(ValueError):
     """A class list or an input location is unusable (one line; raised before any model loads)."""
 
 
-def parse_classes(text: str, *, source: str) -> list[str]:
-    """Class names from ``"cat, red blanket,sky"`` or a file's lines (commas also split); checked.
+def parse_classes(text: str, *, source: str, commas: bool = True) -> list[str]:
+    """Class names from ``"cat, red blanket,sky"`` (``commas``) or a file's lines (``commas=False``:
+    one name per line, so names such as ADE20K's ``"road, route"`` stay whole); trimmed and checked.
 
     Raises:
-        InputError: empty list, an empty name, or a name given twice.
+        InputError: empty list or a name given twice.
     """
-    names = [n.strip() for line in text.splitlines() for n in line.split(",")]
+    pieces = text.split(",") if commas else text.splitlines()
+    names = [n.strip() for n in pieces]
     names = [n for n in names if n]  # blank lines, trailing commas
     if not names:
         raise InputError(f"{source}: the class list is empty")

@@ -7,11 +7,10 @@ from typing import Callable, Sequence
 
 import fsspec
 
-from ovseg.segment import NO_LABEL
 from pipelines.segment.config import SegmentConfig
 from pipelines.segment.inputs import read_image, unique_stems
 from pipelines.segment.outputs import class_summary, join, label_image, overlay_image, unlabelled_value, write_json, write_png
-from pipelines.segment.segmenter import Segmenter
+from pipelines.segment.segmenter import UNLABELLED, Segmenter
 
 log = logging.getLogger(__name__)
 
@@ -40,16 +39,16 @@ def segment_all(segmenter: Segmenter, urls: Sequence[str], cfg: SegmentConfig, *
         result = segmenter(image)
         seconds = time.perf_counter() - t0
         label, score = result.label.numpy(), result.score.numpy()
-        write_png(join(out, f"{stem}.png"), label_image(label, len(classes), no_label=NO_LABEL), opts)
+        write_png(join(out, f"{stem}.png"), label_image(label, len(classes), no_label=UNLABELLED), opts)
         if cfg.output.overlay:
             write_png(join(out, f"{stem}_overlay.png"),
-                      overlay_image(image, label, classes, no_label=NO_LABEL, alpha=cfg.output.overlay_alpha,
+                      overlay_image(image, label, classes, no_label=UNLABELLED, alpha=cfg.output.overlay_alpha,
                                     min_side=cfg.output.overlay_min_side, title=stem), opts)
         write_json(join(out, f"{stem}.json"), {
             "image": url, "height": int(label.shape[0]), "width": int(label.shape[1]), "classes": classes,
             "unlabelled_value": unlabelled_value(len(classes)),
-            "unlabelled_share": float((label == NO_LABEL).mean()),
-            "present": class_summary(label, score, classes, no_label=NO_LABEL),
+            "unlabelled_share": float((label == UNLABELLED).mean()),
+            "present": class_summary(label, score, classes, no_label=UNLABELLED),
             "proposals": int(result.valid.sum()), "seconds": round(seconds, 3), "models": segmenter.models()}, opts)
         done += 1
     return done, skipped

@@ -15,6 +15,10 @@ from pipelines.segment.config import SegmentConfig
 log = logging.getLogger(__name__)
 
 
+#: Label of pixels no proposal covers, in the label maps this wing handles (any class index >= 0 is valid).
+UNLABELLED = -1
+
+
 class SegmentSetupError(RuntimeError):
     """The models of a segmentation config cannot work together (one line, names the keys)."""
 
@@ -68,7 +72,7 @@ class Segmenter:
         if unknown:
             log.info("ensemble.seen_classes not in the vocabulary (ignored): %s", unknown)
         self.seen = (torch.tensor([c in set(cfg.ensemble.seen_classes) for c in self.classes])
-                     if cfg.ensemble.seen_classes and self.has_classes else None)
+                     if cfg.ensemble.seen_swap and self.has_classes else None)
 
     def models(self) -> dict:
         """What ran, for the per-image JSON."""
@@ -79,7 +83,7 @@ class Segmenter:
                 "proposals": {"backend": c.proposals.backend, "checkpoint": c.proposals.checkpoint,
                               "class_head": self.has_classes},
                 "ensemble": {"clip_weight": c.ensemble.clip_weight if self.has_classes and c.ensemble.clip else None,
-                             "seen_classes": c.ensemble.seen_classes}}
+                             "seen_swap": c.ensemble.seen_swap}}
 
     @torch.no_grad()
     def proposals(self, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -92,7 +96,8 @@ class Segmenter:
     @torch.no_grad()
     def __call__(self, image: np.ndarray, *, masks: torch.Tensor | None = None,
                  proposal_probs: torch.Tensor | None = None) -> SegmentResult:
-        """Segment one ``[H,W,3]`` uint8 image (``masks`` given: classify those instead of proposing)."""
+        """Segment one ``[H,W,3]`` uint8 image (``masks`` given: classify those instead of proposing);
+        unlabelled pixels are :data:`UNLABELLED`."""
         if masks is None:
             masks, proposal_probs = self.proposals(image)
         e = self.cfg.ensemble
@@ -100,4 +105,4 @@ class Segmenter:
             self.bundle if e.clip else None, torch.from_numpy(image if image.flags.writeable else image.copy()).permute(2, 0, 1), masks,
             text_emb=self.text, prompt=self.prompt, proposal_probs=proposal_probs, clip_weight=e.clip_weight,
             seen=self.seen, temperature=self.cfg.clip.temperature, threshold=e.mask_threshold,
-            expand_ratio=e.expand_ratio, precision=self.cfg.clip.precision)
+            expand_ratio=e.expand_ratio, precision=self.cfg.clip.precision, no_label=UNLABELLED)

@@ -13,12 +13,12 @@ from pipelines.config.sections import ClipSection, RunBase
 from pipelines.config.load import _load_yaml_chain, load_config
 from pipelines.config.help import describe, field_comments
 from pipelines.mine.config import MineConfig
-from pipelines.segment.config import SegmentConfig
+from pipelines.segment.config import EvaluateConfig, SegmentConfig
 from pipelines.train.config import EvalCropsConfig, TuneConfig
 from pipelines.train.maskformer_config import TrainMaskFormerConfig
 from tests.conftest import REPO
 
-SCHEMAS = {"mine": MineConfig, "tune_mpt": TuneConfig, "train_maskformer": TrainMaskFormerConfig, "segment": SegmentConfig}
+SCHEMAS = {"mine": MineConfig, "tune_mpt": TuneConfig, "train_maskformer": TrainMaskFormerConfig, "segment": SegmentConfig, "evaluate": EvaluateConfig}
 PRESETS = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "conf").rglob("*.yaml"))
 
 
@@ -85,7 +85,7 @@ def _config_classes() -> set[type]:
                 if dataclasses.is_dataclass(arg):
                     walk(arg)
 
-    for schema in (MineConfig, TuneConfig, EvalCropsConfig, TrainMaskFormerConfig, SegmentConfig):
+    for schema in (MineConfig, TuneConfig, EvalCropsConfig, TrainMaskFormerConfig, SegmentConfig, EvaluateConfig):
         walk(schema)
     return seen
 
@@ -108,13 +108,14 @@ def test_match_params_are_keyword_only():
 
 
 @pytest.mark.parametrize("job, schema", [("mine", MineConfig), ("tune_mpt", TuneConfig),
-                                         ("train_maskformer", TrainMaskFormerConfig), ("segment", SegmentConfig)])
+                                         ("train_maskformer", TrainMaskFormerConfig), ("segment", SegmentConfig),
+                                         ("evaluate", EvaluateConfig)])
 def test_help_lists_every_key_with_default_and_comment(job, schema):
     out = subprocess.run([sys.executable, f"jobs/{job}.py", "--help"], cwd=REPO, capture_output=True,
                          text=True, timeout=300, check=True).stdout
     lines = {line.split(" = ", 1)[0].strip(): line for line in out.splitlines() if " = " in line}
     keys = describe(schema)
-    assert len(keys) > (20 if job == "segment" else 30)
+    assert len(keys) > (20 if job in ("segment", "evaluate") else 30)
     for k in keys:
         assert k.key in lines, f"--help of jobs/{job}.py lacks {k.key}"
         assert k.comment and lines[k.key].rstrip().endswith(k.comment), k.key

@@ -54,3 +54,24 @@ def test_rejects_bad_labels():
         cm.update(np.zeros((2, 2)), np.full((2, 2), 5))
     with pytest.raises(ValueError):
         cm.update(np.zeros((2, 3)), np.zeros((2, 2)))
+
+
+def test_fwiou_acc_merge_and_16_bit_ignore_by_hand():
+    # 3 classes, 16-bit labels with 65535 = ignore; class 2 absent from gt and prediction
+    gt = np.array([[0, 0, 0, 1, 1, 65535]], dtype=np.uint16)
+    pred = np.array([[0, 0, 1, 1, 65535, 2]], dtype=np.uint16)  # pred 65535 = no proposal: a miss
+    cm = ConfusionMatrix(3, ignore_index=65535)
+    cm.update(pred, gt)
+    out = cm.compute()
+    # class 0: tp 2, fn 1, fp 0 -> 2/3 ; class 1: tp 1, fn 1 (none), fp 1 -> 1/3 ; class 2: NaN
+    assert out["iou"][:2] == [pytest.approx(2 / 3), pytest.approx(1 / 3)] and math.isnan(out["iou"][2])
+    assert out["fwIoU"] == pytest.approx(3 / 5 * 2 / 3 + 2 / 5 * 1 / 3)
+    assert out["pixel_acc"] == pytest.approx(3 / 5)
+    assert out["acc"][:2] == [pytest.approx(2 / 3), pytest.approx(1 / 2)] and out["gt_pixels"] == [3, 2, 0]
+    assert cm.group_miou([1, 2]) == pytest.approx(1 / 3)
+    other = ConfusionMatrix(3, ignore_index=65535)
+    other.update(gt[:, :3], gt[:, :3])
+    cm.merge(other)
+    assert cm.compute()["iou"][0] == pytest.approx(5 / 6)
+    with pytest.raises(ValueError, match="label 7 outside 0..2"):
+        cm.update(np.zeros((1, 1)), np.full((1, 1), 7))
