@@ -2,8 +2,9 @@
 
 ``PROPOSAL_REGISTRY[name](**options)`` returns a callable ``(image[H,W,3] uint8, ImageContext) →
 Proposals``; :func:`propose_batch` runs a batch of images through a backend (one network pass for
-backends that have ``propose_batch``, such as ``maskformer``). New backends (``sam``) register
-themselves here and plug into the mining pipeline without touching it.
+backends that have ``propose_batch``, such as ``maskformer``). ``sam`` (Segment Anything's
+automatic mask generator) is one of them; new backends register here and plug into the mining and
+segmentation pipelines without touching them.
 """
 from __future__ import annotations
 
@@ -21,10 +22,18 @@ def _maskformer(**options: Any) -> ProposalGenerator:
     return MaskFormerProposals(**options)
 
 
+def _sam(**options: Any) -> ProposalGenerator:
+    """``sam`` (imported on use: it needs the optional segment-anything package)."""
+    from ovseg.proposals.sam import SamProposals
+
+    return SamProposals(**options)
+
+
 PROPOSAL_REGISTRY: dict[str, Callable[..., ProposalGenerator]] = {
     "gt": GroundTruthProposals,
     "superpixel": SuperpixelProposals,
     "maskformer": _maskformer,
+    "sam": _sam,
 }
 
 

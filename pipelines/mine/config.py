@@ -49,7 +49,7 @@ class NounSection:
 class ProposalSection:
     backend: str = "superpixel"  # a key of ovseg.proposals.PROPOSAL_REGISTRY
     options: dict[str, Any] = field(default_factory=dict)  # keyword options of the backend
-    checkpoint: Optional[str] = None  # maskformer: our weight file (ovseg.maskformer.weights) or an OVSeg .pth (local path)
+    checkpoint: Optional[str] = None  # maskformer: our weight file (ovseg.maskformer.weights) or an OVSeg .pth; sam: a SAM .pth (local paths)
     instances_url: Optional[str] = None  # gt / report: COCO instances json (fsspec URL, corpus.storage_options)
     panoptic_url: Optional[str] = None  # gt: COCO panoptic json (fsspec URL)
     panoptic_root: Optional[str] = None  # gt: folder of panoptic PNGs (fsspec URL, corpus.storage_options)
@@ -64,10 +64,11 @@ class ProposalSection:
             check(bool(self.instances_url or self.panoptic_url), prefix + "instances_url",
                   "the gt backend needs instances_url and/or panoptic_url")
         check(self.max_proposals > 0, prefix + "max_proposals", "must be > 0")
-        if self.backend == "maskformer":
-            check(bool(self.checkpoint), prefix + "checkpoint", "the maskformer backend needs a weight file")
+        if self.backend in ("maskformer", "sam"):
+            check(bool(self.checkpoint), prefix + "checkpoint", f"the {self.backend} backend needs a weight file")
+            hint = "" if self.backend != "sam" else "; SAM weights: https://dl.fbaipublicfiles.com/segment_anything/sam_vit_{b_01ec64,l_0b3195,h_4b8939}.pth"
             check(is_local(self.checkpoint) and Path(self.checkpoint).exists(), prefix + "checkpoint",
-                  f"local file not found: {self.checkpoint}")
+                  f"local file not found: {self.checkpoint}{hint}")
         check(0.0 < self.dedup_iou <= 1.0, prefix + "dedup_iou", "must be in (0, 1]")
 
 

@@ -52,7 +52,7 @@ def build_proposal_backend(cfg: MineConfig):
         if cfg.proposals.panoptic_root:
             root = cfg.proposals.panoptic_root.rstrip("/")
             options.setdefault("read_file", functools.partial(_read_under, root, storage))
-    if cfg.proposals.backend == "maskformer":
+    if cfg.proposals.backend in ("maskformer", "sam"):
         options.setdefault("checkpoint", cfg.proposals.checkpoint)
         options.setdefault("device", cfg.run.device)
     return build_proposals(cfg.proposals.backend, **options)

@@ -50,6 +50,9 @@ class SegmentProposalSection:
               f"one of {sorted(set(PROPOSAL_REGISTRY) - {'gt'})}")
         if self.backend in ("maskformer", "sam"):
             check(bool(self.checkpoint), prefix + "checkpoint", f"the {self.backend} backend needs a local weight file")
+            hint = "" if self.backend != "sam" else "; SAM weights: https://dl.fbaipublicfiles.com/segment_anything/sam_vit_{b_01ec64,l_0b3195,h_4b8939}.pth"
+            check("://" in self.checkpoint or Path(self.checkpoint).exists(), prefix + "checkpoint",
+                  f"local file not found: {self.checkpoint}{hint}")
 
 
 @dataclass(kw_only=True)
