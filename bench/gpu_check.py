@@ -15,7 +15,9 @@ list, not spaCy. Measures, in bf16 autocast on CUDA (fp32 on CPU):
   ViT-B/16 tower, cached noun embeddings, vectorised matching; JPEG pairs written to a tar), images/s;
 * ``tune``: samples/s of mask prompt tuning (tower frozen, a learned token replaces the patches
   outside the mask) and of full fine-tuning (AdamW), per tower;
-* ``maskformer``: class-agnostic proposals images/s of OVSeg's Swin-B MaskFormer (``ovseg.maskformer``).
+* ``maskformer``: class-agnostic proposals images/s of OVSeg's Swin-B MaskFormer (``ovseg.maskformer``);
+* ``segment``: OVSeg's two-stage semantic inference images/s: the Swin-B MaskFormer at 640 px, its 100
+  masks as ViT-L/14 masked crops, the ensemble and the label map (target on one H200: >= 10 images/s).
 
 ``--quick`` shrinks every size (a tiny ViT, a few images) so the whole check runs on a CPU in
 seconds; the unit test uses it. Writes one JSON and prints a short table.
@@ -260,6 +262,47 @@ def maskformer_check(device: torch.device, quick: bool, *, seconds: float) -> An
             "images_per_s": timed_rate(step, batch, seconds=seconds, device=device)}
 
 
+def segment_check(device: torch.device, quick: bool, *, seconds: float) -> Any:
+    """OVSeg's two-stage semantic inference, images/s (random weights at real size, bf16 autocast):
+    the Swin-B MaskFormer at 640x640 over a 150-class vocabulary, its 100 soft masks cut into 224 px
+    masked crops on the device (``ovseg.crops_batched``), the ViT-L/14 tower on the 100 crops, and
+    ov-seg's ensemble + ``einsum("qc,qhw->chw")`` label map (``ovseg.segment``). Quick: world-tiny at
+    128 px and a tiny tower."""
+    try:
+        from ovseg.crops_batched import masked_crops_batched
+        from ovseg.maskformer import build_maskformer, get_spec
+        from ovseg.segment import ensemble_probs
+    except ImportError as err:
+        return f"not available ({err})"
+    spec_name, size, classes = ("world-tiny", 128, 22) if quick else ("ovseg-swin-base", 640, 150)
+    spec = get_spec(spec_name)
+    model = build_maskformer(spec).to(device).eval()
+    tower = build_tower("ViT-L/14", quick, device)
+    crop_px = image_size(tower)
+    mf_text = F.normalize(torch.randn(classes, spec.clip_text_dim, device=device), dim=-1)
+    clip_text = F.normalize(torch.randn(classes, tower.num_features, device=device), dim=-1)
+    image = torch.randint(0, 256, (3, size, size), device=device, dtype=torch.uint8)
+    mean, std = CLIP_MEAN.to(device).view(1, 3, 1, 1), CLIP_STD.to(device).view(1, 3, 1, 1)
+
+    def step() -> None:
+        with torch.no_grad(), autocast(device):
+            out = model(model.normalize(image[None].float()), mf_text)
+            masks = F.interpolate(out["pred_masks"].float(), size=(size, size), mode="bilinear",
+                                  align_corners=False)[0].sigmoid()  # [Q,H,W]
+            mf_probs = out["pred_logits"][0].float().softmax(-1)[:, :-1]
+            crops = masked_crops_batched(image, masks, crop_px)
+            feats = F.normalize(tower(((crops.crops - mean) / std).contiguous(memory_format=torch.channels_last)).float(), dim=-1)
+            clip_probs = (100 * feats @ clip_text.T).softmax(-1)
+            full = torch.ones_like(mf_probs)
+            full[crops.valid] = clip_probs
+            probs, _ = ensemble_probs(full.cpu(), mf_probs.cpu(), 0.7, valid=crops.valid.cpu())
+            torch.einsum("qc,qhw->chw", probs.to(device), masks).argmax(0).cpu()
+
+    rate = timed_rate(step, 1, seconds=seconds, device=device)
+    return {"spec": spec_name, "tower": "ViT-L/14" if not quick else "tiny", "image_px": size,
+            "masks_per_image": spec.num_queries, "classes": classes, "images_per_s": rate}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("gpu_check.json"))
@@ -294,6 +337,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if device.type == "cuda":
             torch.cuda.empty_cache()
     result["maskformer"] = maskformer_check(device, quick, seconds=seconds)
+    result["segment"] = segment_check(device, quick, seconds=seconds)
     result["seconds"] = time.perf_counter() - started
     args.out.write_text(json.dumps(result, indent=1, default=str))
     print(f"device {result['device']}, {result['dtype']}, matmul {peak / 1e12:.1f} TFLOP/s, {result['seconds']:.0f} s")
@@ -307,6 +351,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     print(f"mining loop (ViT-B/16, {mining['scored_masks_per_image']} masks/image, {mining['image_px']} px): "
           f"{mining['images_per_s']:.1f} images/s, loader wait {100 * mining['loader_wait_share']:.0f} %")
     print(f"MaskFormer proposals: {result['maskformer']}")
+    print(f"segment (MaskFormer + CLIP crops + ensemble): {result['segment']}")
     print(f"wrote {args.out}")
     return result
 

@@ -14,3 +14,4 @@ def test_gpu_check_quick_runs_end_to_end_on_cpu(tmp_path):
     assert all(rate > 0 for tune in result["tune"].values() for rate in tune.values())
     assert result["mining"]["pairs"] == 8 * 3  # one pair per precomputed noun of every image
     assert result["maskformer"]["spec"] == "world-tiny" and result["maskformer"]["images_per_s"] > 0
+    assert result["segment"]["spec"] == "world-tiny" and result["segment"]["images_per_s"] > 0
