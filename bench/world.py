@@ -20,6 +20,9 @@
    categories it was trained on (seen) and held out (unseen), and class-agnostic mask recall of
    seen / unseen objects and backgrounds at 16 / 32 / 100 proposals on the val split
    (bench/world_proposals.py).
+7. With ``--segment``: the paper's segmentation table (bench/world_segment.py): two-stage mIoU of
+   {superpixel, maskformer} proposals x every model above x {class head alone, CLIP alone, ov-seg's
+   ensemble with the weight swept} on the semantic val split, seen / unseen apart, and both oracles.
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.world_eval import TunedRun, evaluate, load_models  # noqa: E402
+from bench.world_segment import ClipVariant, segment_table  # noqa: E402
+from bench.world_segment import measure as measure_segment  # noqa: E402
 from bench.world_proposals import CHECKPOINT as MASKFORMER  # noqa: E402
 from bench.world_proposals import maskformer_seen_names, precision_table, recall_table, run_recall  # noqa: E402
 from pipelines.world.categories import NAMES  # noqa: E402
@@ -125,6 +130,8 @@ def table(result: dict) -> str:
         lines.append(precision_table(rows, maskformer_seen_names(MASKFORMER)))
     if result.get("proposal_recall"):
         lines.append("\n" + recall_table(result["proposal_recall"]))
+    if ev.get("segment"):
+        lines.append("\n" + segment_table(ev["segment"]))
     return "\n".join(lines)
 
 
@@ -145,6 +152,8 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--tune-on", choices=("gt", "superpixel"), default="gt", help="pairs the tuning runs train on")
     ap.add_argument("--no-finetune", action="store_true", help="skip the fine-tuning runs (FT, FT+MPT)")
     ap.add_argument("--no-round2", action="store_true", help="skip re-mining with the tuned CLIP")
+    ap.add_argument("--segment", action="store_true", help="add the segmentation table (bench/world_segment.py; "
+                    "needs the world MaskFormer, ~10 s per val image and model on 2 cores)")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -200,7 +209,12 @@ def main(argv: list[str] | None = None) -> dict:
         round2 = f"{args.tune_on}, round 2 (CLIP+MPT)"
         mine_and_measure(round2, args.tune_on, folder=f"{args.tune_on}-round2", prompt=mpt["exports"]["prompt"])
         tune_run("CLIP+MPT round 2", "tune_mpt_r2", round2, [])
-    ev = timed("evaluate", evaluate, args.world, args.val, load_models(args.checkpoint, runs))
+    models = load_models(args.checkpoint, runs)
+    ev = timed("evaluate", evaluate, args.world, args.val, models)
+    if args.segment:
+        variants = [ClipVariant(m.name, m.bundle, m.prompt,
+                                m.temperature or float(m.bundle.model.logit_scale.detach().exp())) for m in models]
+        ev["segment"] = timed("segment", measure_segment, args.world, args.val, variants)
     timings["total"] = time.time() - t0
     ev["tuning"] = {name: {k: s.get(k) for k in ("mode", "step", "samples_seen", "first_loss", "last_loss",
                                                   "eval_before", "eval_after", "train_seconds")}

@@ -30,7 +30,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("inputs", nargs="*", help="images, folders of images, or fsspec URLs")
     parser.add_argument("--classes", help='comma-separated class names, e.g. "cat,red blanket,sky"')
-    parser.add_argument("--classes-file", help="file with class names, one per line (commas stay part of a name)")
+    parser.add_argument("--classes-file", help="file with class names, one per line (commas stay part of a name), or a JSON with a \"classes\" list "
+                        "(e.g. data/world/semseg/categories.json)")
     parser.add_argument("--out", help="output folder (overrides output.dir)")
     parser.add_argument("--config", default=None, help="YAML config (default: the built-in defaults)")
     parser.add_argument("--log-level", default="WARNING", help="log level (default: %(default)s)")
@@ -51,14 +52,14 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from pipelines.segment.inputs import InputError, list_images, parse_classes, read_text
+    from pipelines.segment.inputs import InputError, classes_from_file, list_images, parse_classes
 
     opts = cfg.output.storage_options
     try:
         if bool(args.classes) == bool(args.classes_file):
             raise InputError("give the vocabulary with exactly one of --classes or --classes-file")
         classes = (parse_classes(args.classes, source="--classes") if args.classes else
-                   parse_classes(read_text(args.classes_file, opts), source=args.classes_file, commas=False))
+                   classes_from_file(args.classes_file, opts))
         if not args.inputs:
             raise InputError("no input images given")
         urls = list_images(args.inputs, opts)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import json
 from typing import Any, Iterator, Sequence
 
 import fsspec
@@ -41,6 +42,20 @@ def read_text(url: str, storage_options: dict[str, Any] | None = None) -> str:
             return f.read()
     except (FileNotFoundError, OSError) as err:
         raise InputError(f"cannot read {url}: {err}") from None
+
+
+def classes_from_file(url: str, storage_options: dict[str, Any] | None = None) -> list[str]:
+    """Class names from a text file (one per line) or a JSON file with a ``classes`` list."""
+    text = read_text(url, storage_options)
+    if url.endswith(".json"):
+        try:
+            names = json.loads(text)["classes"]
+        except (ValueError, KeyError, TypeError):
+            raise InputError(f"{url}: expected a JSON object with a \"classes\" list") from None
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise InputError(f"{url}: \"classes\" must be a list of names")
+        text = "\n".join(names)
+    return parse_classes(text, source=url, commas=False)
 
 
 def list_images(items: Sequence[str], storage_options: dict[str, Any] | None = None) -> list[str]:

@@ -9,14 +9,19 @@ from PIL import Image
 
 from pipelines.config.load import ConfigError, load_config
 from pipelines.segment.config import SegmentConfig
-from pipelines.segment.inputs import InputError, list_images, parse_classes, read_image, unique_stems
+from pipelines.segment.inputs import InputError, classes_from_file, list_images, parse_classes, read_image, unique_stems
 from pipelines.segment.outputs import class_summary, label_image, overlay_image, palette
 from tests.conftest import REPO
 
 
-def test_class_lists_are_split_trimmed_and_checked():
+def test_class_lists_are_split_trimmed_and_checked(tmp_path):
     assert parse_classes("cat, red blanket,sky", source="x") == ["cat", "red blanket", "sky"]
     assert parse_classes("cat\nroad, route\n\nsky\n", source="f.txt", commas=False) == ["cat", "road, route", "sky"]
+    (tmp_path / "c.json").write_text('{"classes": ["a", "b, c"]}')
+    assert classes_from_file(str(tmp_path / "c.json")) == ["a", "b, c"]
+    (tmp_path / "c.txt").write_text("a\nb, c\na\n")
+    with pytest.raises(InputError, match="twice: a"):
+        classes_from_file(str(tmp_path / "c.txt"))
     with pytest.raises(InputError, match="empty"):
         parse_classes(" , \n", source="--classes")
     with pytest.raises(InputError, match="twice: cat"):
