@@ -111,6 +111,7 @@ def measure(world: Path, n_val: int, variants: list[ClipVariant], *, maskformer:
         cms.setdefault(row, ConfusionMatrix(c)).update(pred, label)
 
     t0 = time.time()
+    rng = torch.Generator().manual_seed(0)
     for image_url, label_url in tqdm(data.pairs, desc="world segment table", mininterval=10):
         label = torch.from_numpy(read_label(label_url, c, ignore=255))
         img = read_image(image_url)
@@ -120,6 +121,8 @@ def measure(world: Path, n_val: int, variants: list[ClipVariant], *, maskformer:
         present = [int(v) for v in label.unique() if v != 255]
         gt_masks = torch.stack([label == v for v in present])
         add("maskformer | - | class head alone", paint_label_map(soft, mf_probs, no_label=-1), label)
+        chance = torch.zeros_like(mf_probs).scatter_(1, torch.randint(0, c, (soft.shape[0], 1), generator=rng), 1.0)
+        add("maskformer | - | random classes (chance)", paint_label_map(soft, chance, no_label=-1), label)
         for props, name in ((soft > 0.5, "maskformer"), (sp_masks, "superpixel")):
             onehot, has = majority(props, label, c)
             add(f"oracle: {name} proposals + GT classes | - | -", paint_label_map(props[has], onehot[has], no_label=-1), label)
@@ -159,13 +162,13 @@ def segment_table(result: dict) -> str:
     def f(x: float) -> str:
         return "   -  " if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:6.3f}"
 
-    head = f"{'proposals':<34}{'CLIP':<22}{'classes':<22}{'mIoU':>7}{'seen':>7}{'unseen':>7}{'objects':>8}{'backgr.':>8}{'pix acc':>8}"
+    head = f"{'proposals':<42}{'CLIP':<22}{'classes':<22}{'mIoU':>7}{'seen':>7}{'unseen':>7}{'objects':>8}{'backgr.':>8}{'pix acc':>8}"
     lines = [f"== two-stage segmentation, held-out world val ({result['val_images']} images, {result['classes']} classes; "
              f"unseen = {', '.join(result['unseen_classes'])}) ==", head]
     rows = sorted(result["rows"].items(), key=lambda kv: (kv[0].startswith("oracle"), kv[0]))
     for row, m in rows:
         prop, clip, cls = (s.strip() for s in row.split("|"))
-        lines.append(f"{prop:<34}{clip:<22}{cls:<22}{f(m['mIoU']):>7}{f(m['seen']):>7}{f(m['unseen']):>7}"
+        lines.append(f"{prop:<42}{clip:<22}{cls:<22}{f(m['mIoU']):>7}{f(m['seen']):>7}{f(m['unseen']):>7}"
                      f"{f(m['objects']):>8}{f(m['backgrounds']):>8}{f(m['pixel_acc']):>8}")
     return "\n".join(lines)
 

@@ -161,3 +161,15 @@ def test_config_needs_a_checkpoint_and_resolves_it_on_the_driver(checkpoint, tmp
     cfg = load_config(MineConfig, str(REPO / "conf/smoke/mine.yaml"),
                       ["proposals.backend=maskformer", f"proposals.checkpoint={checkpoint.name}"])
     assert resolve_local_paths(cfg).proposals.checkpoint == str(checkpoint)
+
+
+def test_semantic_outputs_are_every_query_soft_at_image_size_over_any_vocabulary(checkpoint):
+    backend = build_proposals("maskformer", checkpoint=str(checkpoint), device="cpu")
+    image = _image(3, 90, 120)  # padded to the size divisibility inside, cropped back
+    text = torch.nn.functional.normalize(torch.randn(4, SPEC.clip_text_dim), dim=-1)
+    masks, probs = backend.semantic_outputs(image, text)
+    assert masks.shape == (SPEC.num_queries, 90, 120) and probs.shape == (SPEC.num_queries, 4)
+    assert ((masks >= 0) & (masks <= 1)).all() and (probs.sum(-1) < 1).all()  # no-object mass dropped
+    with torch.no_grad():
+        out = backend.model(backend._input_batch([image])[0], text)
+    torch.testing.assert_close(probs, out["pred_logits"][0].softmax(-1)[:, :-1])
