@@ -3,13 +3,7 @@ from __future__ import annotations
 
 import torch
 
-
-def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU between ``[N,P]`` and ``[M,P]`` bool masks (flattened pixels) → ``[N,M]`` float."""
-    af, bf = a.float(), b.float()
-    inter = af @ bf.T
-    union = af.sum(1, keepdim=True) + bf.sum(1)[None] - inter
-    return inter / union.clamp(min=1)
+from ovseg.masks import mask_iou
 
 
 def area_in_range(masks: torch.Tensor, *, min_frac: float = 0.0, max_frac: float = 1.0) -> torch.Tensor:
