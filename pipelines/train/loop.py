@@ -25,6 +25,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ovseg import mpt_export
+from ovseg.atomic import save_torch
 from pipelines.config.load import as_dict
 from pipelines.pairs.stream import make_loader
 from pipelines.storage.redact import redact
@@ -264,7 +265,7 @@ def export(cfg: TuneConfig, model: nn.Module, out: Path) -> dict[str, str]:
     if cfg.optim.mode != "mpt" or cfg.clip.checkpoint or not cfg.clip.pretrained:
         clip_sd = {k: v.detach().cpu() for k, v in model.clip.state_dict().items()}
         clip_file = "clip_weights.pt"
-        ckpt.save_atomic(clip_sd, folder / clip_file)
+        save_torch(clip_sd, folder / clip_file)
         paths["clip"] = str(folder / clip_file)
     use_prompt = cfg.optim.mode != "finetune"
     if use_prompt:

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ovseg.atomic import save_torch
 from ovseg.clip import VILD_TEMPLATES, TextEmbeddingCache, load_clip
 from ovseg.maskformer.config import get_spec
 from ovseg.maskformer.losses import set_criterion
@@ -215,7 +216,7 @@ def halve_weights(path: str | Path) -> None:
     """Rewrite a saved model file with its floating-point tensors in fp16 (atomically)."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
     payload["model"] = {k: v.half() if v.is_floating_point() else v for k, v in payload["model"].items()}
-    ckpt.save_atomic(payload, path)
+    save_torch(payload, path)
 
 
 def _mean_tail(history: list[dict[str, float]], n: int = 20) -> dict[str, float] | None:
