@@ -258,7 +258,7 @@ class PairStream(IterableDataset):
             if len(images) == self.batch_size:
                 yield _batch(images, masks, nouns, keys=keys, skips=skips)
                 images, masks, nouns, keys = [], [], [], []
-                skips = collections.Counter()
+                skips.clear()  # the same Counter: the shard readers count into it too
         if images or skips:
             yield _batch(images, masks, nouns, keys=keys, skips=skips)
 
