@@ -243,9 +243,9 @@ def _check_clip(clip_state: dict[str, torch.Tensor], mask_embedding: torch.Tenso
     """The CLIP entries are exactly open_clip ``clip_model``'s state dict; the prompt fits its ViT."""
     import open_clip
 
-    from ovseg.clip import _quiet_random_init
+    from ovseg.clip import quiet_random_init
 
-    with _quiet_random_init(True), torch.device("meta"):
+    with quiet_random_init(True), torch.device("meta"):
         expected = open_clip.create_model(clip_model, device="meta").state_dict()
     missing = [k for k in expected if k not in clip_state]
     unexpected = [k for k in clip_state if k not in expected]

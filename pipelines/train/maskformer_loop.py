@@ -20,7 +20,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ovseg.atomic import save_torch
-from ovseg.clip import VILD_TEMPLATES, TextEmbeddingCache, load_clip
+from ovseg.clip import VILD_TEMPLATES, TextEmbeddingCache
 from ovseg.maskformer.config import get_spec
 from ovseg.maskformer.losses import set_criterion
 from ovseg.maskformer.model import build_maskformer
@@ -40,7 +40,7 @@ LOGGED = ("loss", "loss_ce", "loss_mask", "loss_dice")
 
 def vocabulary_embeddings(cfg: TrainMaskFormerConfig, names: list[str]) -> torch.Tensor:
     """``[K,D]`` L2-normalised CLIP text embeddings of ``names`` (the CLIP is dropped afterwards)."""
-    bundle = load_clip(cfg.clip.model, pretrained=cfg.clip.pretrained, checkpoint=cfg.clip.checkpoint)
+    bundle = cfg.clip.load()
     templates = VILD_TEMPLATES if cfg.clip.templates == "vild" else ("{}",)
     return TextEmbeddingCache(bundle, templates=templates).embed(names).cpu()
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ovseg.clip import VILD_TEMPLATES, ClipBundle, TextEmbeddingCache, load_clip
+from ovseg.clip import VILD_TEMPLATES, ClipBundle, TextEmbeddingCache
 from ovseg.mpt import MaskPromptCLIP
 from ovseg.mpt_export import load_prompt
 from pipelines.pairs.stream import PairSource, PairStream, epoch_samples, make_source
@@ -21,8 +21,7 @@ log = logging.getLogger(__name__)
 
 def build_model(cfg: TuneConfig, device: torch.device) -> tuple[MaskPromptCLIP, ClipBundle]:
     """CLIP (frozen as the mode asks) + mask prompt, on ``device``."""
-    bundle = load_clip(cfg.clip.model, pretrained=cfg.clip.pretrained, checkpoint=cfg.clip.checkpoint,
-                       device=device)
+    bundle = cfg.clip.load(device=device)
     model = MaskPromptCLIP(bundle.model, depth=cfg.prompt.depth, init=cfg.prompt.init,  # type: ignore[arg-type]
                            init_std=cfg.prompt.init_std)
     if cfg.prompt.init_from:
