@@ -181,8 +181,7 @@ def ground_truth_check(out_url: str, instances_url: str, captions_url: str | Non
     The annotations are corpus-side (``corpus_storage_options``), the shards output-side
     (``storage_options``). A noun counts for a category through its lemma or COCO's synonym map
     (:func:`pipelines.pairs.quality.coco_synonyms`). ``judge(pair)`` takes a :func:`sample_pairs`
-    item and returns ``None``
-    when it is right, else the reason it is wrong.
+    item and returns ``None`` when it is right, else the reason it is wrong.
     """
     from pipelines.pairs.quality import GroundTruth, MinedPair, coco_synonyms, mining_quality, pair_mask
 
