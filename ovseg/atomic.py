@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["temporary_path", "LocalAtomicFile", "atomic_open", "save_torch"]
+__all__ = ["temporary_path", "LocalAtomicFile", "committing", "atomic_open", "save_torch"]
 
 
 def temporary_path(path: str | Path) -> str:
@@ -43,15 +43,19 @@ class LocalAtomicFile:
 
 
 @contextmanager
-def atomic_open(path: str | Path) -> Iterator[IO[bytes]]:
-    """``with atomic_open(p) as f: f.write(...)``: ``p`` appears complete on a clean exit, unchanged on error."""
-    target = LocalAtomicFile(path)
+def committing(target: Any) -> Iterator[IO[bytes]]:
+    """Yield ``target.file``; ``target.commit()`` on a clean exit, ``target.abort()`` on error."""
     try:
         yield target.file
     except BaseException:
         target.abort()
         raise
     target.commit()
+
+
+def atomic_open(path: str | Path) -> Any:
+    """``with atomic_open(p) as f: f.write(...)``: ``p`` appears complete on a clean exit, unchanged on error."""
+    return committing(LocalAtomicFile(path))
 
 
 def save_torch(obj: Any, path: str | Path) -> Path:

@@ -7,15 +7,13 @@ e.g. a shard against the size and SHA-256 its stats file records).
 """
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import IO, Any
 
 import fsspec
 from fsspec.core import url_to_fs
 from fsspec.implementations.local import LocalFileSystem
 
-from ovseg.atomic import LocalAtomicFile, temporary_path
+from ovseg.atomic import LocalAtomicFile, committing, temporary_path
 
 __all__ = ["AtomicFile", "atomic_write", "write_bytes"]
 
@@ -54,17 +52,10 @@ class AtomicFile:
                 self.fs.rm(self.tmp)
 
 
-@contextmanager
 def atomic_write(url: str, *, fs: fsspec.AbstractFileSystem | None = None,
-                 storage_options: dict[str, Any] | None = None) -> Iterator[IO[bytes]]:
+                 storage_options: dict[str, Any] | None = None) -> Any:
     """``with atomic_write(url) as f: f.write(...)``: ``url`` appears complete on a clean exit, unchanged on error."""
-    target = AtomicFile(url, fs=fs, storage_options=storage_options)
-    try:
-        yield target.file
-    except BaseException:
-        target.abort()
-        raise
-    target.commit()
+    return committing(AtomicFile(url, fs=fs, storage_options=storage_options))
 
 
 def write_bytes(url: str, data: bytes, *, fs: fsspec.AbstractFileSystem | None = None,
