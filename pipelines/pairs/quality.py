@@ -9,8 +9,8 @@ the shard: the crop-aligned mask PNG resized back into ``box`` (nearest neighbou
 boundary pixels may move; IoU 0.5 is far from that).
 
 Recall counts (image, category) *opportunities*: the category is annotated in the image and named
-by at least one of its captions (a word or its lemma, alone or as a phrase, is the name or one of
-its synonyms). An opportunity is found when at least one correct pair exists for it.
+by at least one of its captions (a word, its regular plural or its lemma, alone or as a phrase, is
+the name or one of its synonyms). An opportunity is found when at least one correct pair exists for it.
 
 Kinds come from the annotation file: a category's ``kind`` field, else COCO's ``isthing``
 (1 → "thing", 0 → "stuff"), else "all". Generic over COCO instance files: a corpus brings its own
@@ -127,7 +127,10 @@ class GroundTruth:
         self.vocabulary.update({n.lower(): n for n in self.kinds})
         self._forms: dict[str, list[tuple[str, ...]]] = defaultdict(list)  # category -> its forms as words
         for form, name in self.vocabulary.items():
-            self._forms[name].append(tuple(form.split()))
+            *head, last = form.split()
+            # the lemma covers plurals, the regular plural covers what the tagger takes for a name
+            # ("Umbrellas and a crown." has the PROPN "Umbrellas", which spaCy does not lemmatise)
+            self._forms[name] += [(*head, last + end) for end in ("", "s", "es")]
         self._lemmatizer = lemmatizer
         self._masks: dict[int, list[tuple[str, np.ndarray]]] = {}
         self._named: dict[int, set[str]] = {}
