@@ -127,7 +127,7 @@ class GroundTruth:
         self.vocabulary.update({n.lower(): n for n in self.kinds})
         self._forms: dict[str, list[tuple[str, ...]]] = defaultdict(list)  # category -> its forms as words
         for form, name in self.vocabulary.items():
-            *head, last = form.split()
+            *head, last = form.replace("-", " ").split()  # "wall-brick": the words wall, brick
             # the lemma covers plurals, the regular plural covers what the tagger takes for a name
             # ("Umbrellas and a crown." has the PROPN "Umbrellas", which spaCy does not lemmatise)
             self._forms[name] += [(*head, last + end) for end in ("", "s", "es")]
