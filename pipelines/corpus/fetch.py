@@ -37,7 +37,7 @@ from pipelines.records import SkipSample
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["DOWNLOAD_FAILURES", "OPT_OUT_DIRECTIVES", "USER_AGENT_TOKEN", "FetchPolicy", "Fetcher",
+__all__ = ["DOWNLOAD_FAILURES", "download_summary", "OPT_OUT_DIRECTIVES", "USER_AGENT_TOKEN", "FetchPolicy", "Fetcher",
            "is_image_magic", "refused_by_robots_tag"]
 
 DOWNLOAD_FAILURES = ("http_404", "http_4xx", "http_5xx", "timeout", "too_large", "not_an_image", "opted_out",
@@ -47,6 +47,21 @@ USER_AGENT_TOKEN = "ovseg-mine"
 _REDIRECTS = (301, 302, 303, 307, 308)
 _CHUNK = 64 * 1024
 _BINARY_TYPES = ("application/octet-stream", "binary/octet-stream")
+
+
+def download_summary(images: int, skipped: dict[str, int]) -> dict:
+    """Download figures of a URL-list run, as img2dataset's stats give them.
+
+    Args:
+        images: records that reached the mining CPU stage (each one a downloaded image).
+        skipped: skip counts by reason (the run's or a unit's ``skipped``).
+    Returns:
+        ``{"attempted", "downloaded", "failed": {reason: n}, "success_rate"}`` (rate None when nothing was tried).
+    """
+    failed = {reason: int(skipped[reason]) for reason in DOWNLOAD_FAILURES if skipped.get(reason)}
+    attempted = images + sum(failed.values())
+    return {"attempted": attempted, "downloaded": images, "failed": failed,
+            "success_rate": images / attempted if attempted else None}
 
 
 class _Retryable(Exception):

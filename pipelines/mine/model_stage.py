@@ -214,7 +214,7 @@ class UnitMiner:
             box=box, area=pair.area, image_size=list(item.pixels.shape[:2]),
             proposal_backend=self.cfg.proposals.backend, proposal_index=int(item.proposal_index[pair.mask_index]),
             proposal_score=float(item.scores[pair.mask_index]), unit=unit.index,
-            clip_model=self.clip.name, clip_prompt=self.cfg.clip.prompt,
+            clip_model=self.clip.name, clip_prompt=self.cfg.clip.prompt, extra=item.record.meta.get("extra"),
         )
         writer.write(pair_sample(
             key=pair_key(unit.index, item.record.key, pair.noun_index),
