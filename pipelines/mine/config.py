@@ -103,6 +103,8 @@ class OutputSection:
     overwrite: bool = False  # redo committed units instead of skipping them
     report: bool = True  # write report.{json,md} and contact_sheet.png at the end
     contact_sheet_pairs: int = 48  # pairs shown on the report's contact sheet
+    keep_images: bool = False  # urls corpus: also write the downloaded images as img2dataset tars (+ parquet, stats) to images_url
+    images_url: Optional[str] = None  # where keep_images writes; None = "<url>_images" (a sibling: pair readers search url for tars)
 
     def validate(self, prefix: str) -> None:
         check(bool(self.url), prefix + "url", "must be set")
@@ -161,3 +163,5 @@ class MineConfig:
         check(self.corpus.format in READERS, prefix + "corpus.format", f"one of {sorted(READERS)}")
         check(bool(self.corpus.url), prefix + "corpus.url", "must be set")
         check(self.corpus.images_per_unit >= 1, prefix + "corpus.images_per_unit", "must be >= 1")
+        check(not self.output.keep_images or self.corpus.format == "urls", prefix + "output.keep_images",
+              "only with corpus.format=urls (other corpora are stored already)")

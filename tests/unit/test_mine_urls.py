@@ -65,7 +65,8 @@ def test_url_list_mines_like_the_tar_and_counts_every_fault(world_tar, tmp_path)
         out_urls, out_tar = str(tmp_path / "urls"), str(tmp_path / "tar")
         cfg = load_config(MineConfig, "conf/smoke/mine.yaml", [
             "corpus.format=urls", f"corpus.url={listing}", "corpus.key_column=key", "corpus.id_column=key",
-            "corpus.extra_columns=[tag]", f"corpus.images_per_unit={N_GOOD}", f"output.url={out_urls}", *FAST])
+            "corpus.extra_columns=[tag]", f"corpus.images_per_unit={N_GOOD}", f"output.url={out_urls}",
+            "output.keep_images=true", *FAST])
         miner = UnitMiner(cfg)
         units = miner.reader.plan_units()
         assert [(u.start, u.stop) for u in units] == [(0, 6), (6, 12), (12, 14)]
@@ -97,3 +98,29 @@ def test_url_list_mines_like_the_tar_and_counts_every_fault(world_tar, tmp_path)
         assert meta.pop("source_url").startswith("http://127.0.0.1:") and ref.pop("source_url").startswith("world://")
         assert meta.pop("extra") == {"tag": f"t{meta['image_key']}"} and ref.pop("extra") is None
         assert meta == ref
+
+    # the kept images re-mine as a WebDataset corpus, with the same pairs and no download
+    kept = out_urls + "_images"
+    assert sorted(p.name for p in Path(kept).iterdir()) == [f"{i:05d}{ext}" for i in range(3)
+                                                             for ext in (".parquet", ".tar", "_stats.json")]
+    kept_stats = json.loads(Path(kept, "00001_stats.json").read_text())
+    assert kept_stats["successes"] == 1 and kept_stats["status_dict"]["http_404"] == 1
+    remine_cfg = load_config(MineConfig, "conf/smoke/mine.yaml", [
+        "corpus.format=webdataset", f"corpus.url={kept}", f"output.url={tmp_path / 'remine'}"])
+    miner.cfg, miner.reader = remine_cfg, build_reader(remine_cfg.corpus)
+    remined_units = miner.reader.plan_units()
+    assert len(remined_units) == 3
+    remined = [miner.mine_unit(u) for u in remined_units]
+    assert [s["images"] for s in remined] == [s["images"] for s in stats]
+    again = pairs(str(tmp_path / "remine"), 0)
+    assert set(again) == set(got)
+    for key, pair in again.items():
+        assert pair["jpg"] == got[key]["jpg"] and pair["png"] == got[key]["png"]
+        assert {**pair["meta"], "extra": None} == {**got[key]["meta"], "extra": None}
+
+
+def test_keep_images_only_for_url_lists() -> None:
+    from pipelines.config.load import ConfigError
+
+    with pytest.raises(ConfigError, match="output.keep_images"):
+        load_config(MineConfig, "conf/smoke/mine.yaml", ["corpus.url=x.json", "output.keep_images=true"])
