@@ -30,8 +30,9 @@ BIG_BYTES = 50_000_000
 class ImageServer:
     """``with ImageServer(images) as server: server.url("img", "a")``; ``server.requests`` counts paths."""
 
-    def __init__(self, images: dict[str, bytes]) -> None:
+    def __init__(self, images: dict[str, bytes], delay_s: float = 0.0) -> None:
         self.images = images
+        self.delay_s = delay_s  # /img/ answers after this long (slows a job down enough to kill it midway)
         self.requests: Counter = Counter()
         self.user_agents: set[str] = set()
         self._lock = threading.Lock()
@@ -71,6 +72,8 @@ class ImageServer:
         if body is None or route == "404":
             return _send(h, 404, b"not found", "text/plain")
         if route in ("img", "noai") or (route == "flaky" and seen > 1):
+            if route == "img" and self.delay_s:
+                time.sleep(self.delay_s)
             extra = {"X-Robots-Tag": "noai"} if route == "noai" else {}
             return _send(h, 200, body, "image/jpeg", extra)
         if route == "flaky":
