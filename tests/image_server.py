@@ -23,7 +23,7 @@ FAULTS = ("404", "flaky", "slow", "big", "html", "loop", "truncated", "noai")
 #: The reason each fault must be counted under (``flaky`` recovers: it is no failure).
 FAULT_REASON = {"404": "http_404", "slow": "timeout", "big": "too_large", "html": "not_an_image",
                 "loop": "redirect_loop", "truncated": "truncated", "noai": "opted_out"}
-SLOW_S = 1.5  # how long /slow/ stays silent (tests use read timeouts well below it)
+SLOW_S = 3.0  # how long /slow/ stays silent (tests use read timeouts well below it)
 BIG_BYTES = 50_000_000
 
 

@@ -18,7 +18,7 @@ from pipelines.corpus.fetch import DOWNLOAD_FAILURES, FetchPolicy, Fetcher, is_i
 from pipelines.records import SkipSample
 from tests.image_server import FAULT_REASON, FAULTS, ImageServer
 
-FAST = dict(download_connect_timeout=2.0, download_read_timeout=0.3, download_retries=1, download_backoff=0.05,
+FAST = dict(download_connect_timeout=2.0, download_read_timeout=1.0, download_retries=1, download_backoff=0.05,
             download_max_bytes=1_000_000, download_threads=4)
 
 

@@ -20,7 +20,7 @@ from pipelines.world.generate import generate_split
 from tests.image_server import FAULT_REASON, FAULTS, ImageServer
 
 N_GOOD = 6
-FAST = ["corpus.download_read_timeout=0.3", "corpus.download_retries=1", "corpus.download_backoff=0.05",
+FAST = ["corpus.download_read_timeout=1.0", "corpus.download_retries=1", "corpus.download_backoff=0.05",
         "corpus.download_max_bytes=1000000", "corpus.download_threads=4"]
 
 
