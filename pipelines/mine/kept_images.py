@@ -8,7 +8,9 @@ per kept image) and ``%05d_stats.json`` (``count``, ``successes``, ``failed_to_d
 ``status_dict``). All three are written before the unit's pair shard commits, under temporary
 names renamed when complete, so a committed pair unit always has its images; an uncommitted unit is
 redone and its files replaced. ``corpus.format=webdataset corpus.url=<images_url>`` re-mines them.
-Images are stored as fetched (no re-encoding), so a re-mine sees the very bytes the first run saw.
+Images are stored as fetched (no re-encoding), so a re-mine sees the very bytes the first run saw,
+unless ``output.keep_images_max_side`` shrinks the larger ones (JPEG, quality 95; ``width`` /
+``height`` are then the stored size, ``original_*`` the downloaded one).
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import webdataset as wds
 from fsspec.core import url_to_fs
-from PIL import Image
+from PIL import Image, ImageOps
 
 from pipelines.corpus.fetch import download_summary
 from pipelines.records import ImageRecord
@@ -49,10 +51,21 @@ def image_extension(data: bytes) -> str:
     return "jpg"
 
 
+def shrink(data: bytes, max_side: int) -> tuple[bytes, tuple[int, int]]:
+    """Re-encode an image so that its longer side is ``max_side`` (aspect kept, JPEG quality 95)."""
+    im = ImageOps.exif_transpose(Image.open(io.BytesIO(data)))
+    im = im.convert("RGB") if im.mode not in ("RGB", "L") else im
+    im.thumbnail((max_side, max_side), Image.Resampling.LANCZOS)
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=95)
+    return buf.getvalue(), im.size
+
+
 class ImageKeeper:
     """Writes one unit's downloaded images; :meth:`commit` before the pair shard commits."""
 
-    def __init__(self, images_url: str, index: int, storage_options: dict[str, Any] | None = None) -> None:
+    def __init__(self, images_url: str, index: int, storage_options: dict[str, Any] | None = None, *,
+                 max_side: int | None = None) -> None:
         self.fs, root = url_to_fs(images_url, **(storage_options or {}))
         self.root = root.rstrip("/")
         self.stem = f"{self.root}/{index:05d}"
@@ -63,22 +76,27 @@ class ImageKeeper:
         self._file = self.fs.open(f"{self.stem}.tar.tmp", "wb")
         self._tar = wds.TarWriter(self._file, encoder=False, mtime=1.0)
         self.rows: list[dict[str, Any]] = []
+        self.max_side = max_side
         self._closed = False
 
     def add(self, record: ImageRecord) -> None:
         """Keep one record's image (records without bytes are left out)."""
         if record.image_bytes is None:
             return
+        data = record.image_bytes
         try:
-            width, height = Image.open(io.BytesIO(record.image_bytes)).size  # header only
+            width, height = original = Image.open(io.BytesIO(data)).size  # header only
+            if self.max_side and max(original) > self.max_side:
+                data, (width, height) = shrink(data, self.max_side)
         except Exception:  # noqa: BLE001 - decoding counts it later; the bytes are kept as they came
-            width = height = None
+            width = height = original = None
         caption = record.captions[0] if record.captions else ""
         info = {"key": record.key, "url": record.source_url, "caption": caption, "captions": record.captions,
                 "image_id": record.image_id, "status": "success", "error_message": None, "width": width,
-                "height": height, "original_width": width, "original_height": height,
+                "height": height, "original_width": original and original[0],
+                "original_height": original and original[1],
                 "extra": record.meta.get("extra")}
-        self._tar.write({"__key__": record.key, image_extension(record.image_bytes): record.image_bytes,
+        self._tar.write({"__key__": record.key, image_extension(data): data,
                          "txt": caption.encode("utf-8"), "json": json.dumps(info).encode("utf-8")})
         self.rows.append({k: info[k] for k in ("key", "url", "caption", "status", "error_message", "width",
                                                 "height")})

@@ -233,7 +233,8 @@ class UnitMiner:
         started = time.time()
         stats, times, read_skips = UnitStats(unit=unit.index, source=unit.source), StageTimes(), Counter()
         keep = (ImageKeeper(images_url_of(self.cfg.output.url, self.cfg.output.images_url), unit.index,
-                            self.cfg.output.storage_options) if self.cfg.output.keep_images else None)
+                            self.cfg.output.storage_options, max_side=self.cfg.output.keep_images_max_side)
+                if self.cfg.output.keep_images else None)
         with ShardWriter(self.cfg.output.url, unit.index, self.cfg.output.storage_options) as writer, \
                 _aborting(keep):
             for batch in self._batches(unit, read_skips, times, keep=keep):

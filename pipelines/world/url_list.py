@@ -14,7 +14,7 @@ import json
 from pathlib import Path
 
 
-def write_url_list(world: Path, split: str, base: str, out: Path) -> int:
+def write_url_list(world: Path, split: str, base: str, *, out: Path) -> int:
     """Write the list of ``split``'s images served under ``base``; returns the number of rows."""
     coco = json.loads((world / "coco" / "annotations" / f"captions_{split}.json").read_text())
     captions: dict[int, list[str]] = {}
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=None, help="default: <world>/urls/<split>.jsonl")
     args = ap.parse_args(argv)
     out = args.out or args.world / "urls" / f"{args.split}.jsonl"
-    n = write_url_list(args.world, args.split, args.base, out)
+    n = write_url_list(args.world, args.split, args.base, out=out)
     print(f"{n} rows -> {out}")
 
 
