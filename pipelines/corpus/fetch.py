@@ -151,14 +151,12 @@ class Fetcher:
         for _ in range(self.policy.max_redirects + 1):
             try:
                 resp = self.http.request("GET", current, preload_content=False, redirect=False)
+            except NewConnectionError as err:  # refused, DNS (first: urllib3 2 makes it a ConnectTimeoutError subclass)
+                raise SkipSample("connection_error", f"{current}: {err}") from None
             except (ConnectTimeoutError, ReadTimeoutError):
                 raise _Retryable("timeout") from None
             except LocationParseError:
                 raise SkipSample("bad_url", current[:200]) from None
-            except NewConnectionError as err:
-                if isinstance(err, ConnectTimeoutError):  # urllib3 2 raises this subclass for timeouts
-                    raise _Retryable("timeout") from None
-                raise SkipSample("connection_error", f"{current}: {err}") from None
             except HTTPError as err:
                 if "timed out" in str(err).lower():
                     raise _Retryable("timeout") from None

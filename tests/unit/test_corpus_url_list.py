@@ -142,6 +142,19 @@ def test_opt_out_can_be_switched_off(server) -> None:
         Fetcher(FetchPolicy(max_redirects=0, read_timeout=1.0)).fetch(server.url("loop", "i1"))
 
 
+def test_a_refused_connection_is_no_timeout_and_not_retried() -> None:
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    started = time.monotonic()
+    with pytest.raises(SkipSample) as err:
+        Fetcher(FetchPolicy(retries=2, backoff=1.0)).fetch(f"http://127.0.0.1:{port}/x.jpg")
+    assert err.value.reason == "connection_error" and time.monotonic() - started < 0.9  # no backoff slept
+
+
 @pytest.mark.parametrize("values, refused", [
     (["noai"], True), (["noindex, nofollow"], True), (["NoImageAI"], True), (["ovseg-mine: noai"], True),
     (["otherbot: noai"], False), (["nofollow"], False), (["noarchive", "noindex"], True),
