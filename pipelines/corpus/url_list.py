@@ -104,6 +104,10 @@ class UrlListReader:
                 logger.warning("missing URL list %s", url)
                 units.append(WorkUnit(len(units), url, 0, 0))  # reading it counts missing_shard
                 continue
+            except pa.ArrowException as e:
+                logger.warning("cannot read the footer of %s: %s", url, e)
+                units.append(WorkUnit(len(units), url))  # reading it counts corrupt_parquet
+                continue
             for start, stop, byte_range in cuts:
                 units.append(WorkUnit(len(units), url, start, stop, byte_range))
                 rows += stop - start
@@ -123,6 +127,8 @@ class UrlListReader:
         step, quoted = self.cfg.images_per_unit, kind == "csv"
         cuts: list[tuple[int, int, tuple[int, int]]] = []
         header = kind in ("csv", "tsv") and self.cfg.list_columns is None
+        if kind in ("csv", "tsv") and not header:
+            self._check_columns(url, list(self.cfg.list_columns or []))
         row, unit_row, unit_byte, pos, record_start = 0, 0, None, 0, 0
         in_quote = False
         with fsspec.open(url, "rb", **self.cfg.storage_options) as f:

@@ -109,6 +109,12 @@ def test_missing_column_and_bad_suffix_are_clear_errors(server) -> None:
     write_list("memory://urls/bad2/list.csv", "csv", rows(server))
     with pytest.raises(ValueError, match="column"):
         build_reader(CorpusConfig(format="urls", url="memory://urls/bad2/list.csv", url_column="URL")).plan_units()
+    with pytest.raises(ValueError, match="column"):  # header-less lists name their columns
+        build_reader(CorpusConfig(format="urls", url="memory://urls/bad2/list.csv", list_columns=["caption"])).plan_units()
+    with fsspec.open("memory://urls/bad3/broken.parquet", "wb") as f:
+        f.write(b"PAR1 not really parquet")
+    units, records, skips = read_all(CorpusConfig(format="urls", url="memory://urls/bad3"))
+    assert len(units) == 1 and records == [] and skips == Counter({"corrupt_parquet": 1})
     with pytest.raises(ValueError, match="must end in"):
         build_reader(CorpusConfig(format="urls", url="memory://urls/bad/list.csv.gz")).plan_units()
 
