@@ -9,6 +9,7 @@ Paths:
     /big/<name>         Content-Length past the test's size cap (nothing sent beyond the headers)
     /html/<name>        an HTML page with status 200
     /loop/<name>        302 to /loop2/<name>, which redirects back
+    /tofile/<name>      302 to file:///etc/passwd
     /truncated/<name>   Content-Length of the whole image, half the body, then the connection closes
     /noai/<name>        the image with ``X-Robots-Tag: noai``
 """
@@ -80,6 +81,8 @@ class ImageServer:
             return _send(h, 500, b"try again", "text/plain")
         if route == "html":
             return _send(h, 200, b"<html><body>an image page</body></html>", "text/html; charset=utf-8")
+        if route == "tofile":
+            return _send(h, 302, b"", "text/plain", {"Location": "file:///etc/passwd"})
         if route in ("loop", "loop2"):
             target = f"/{'loop2' if route == 'loop' else 'loop'}/{name}"
             return _send(h, 302, b"", "text/plain", {"Location": target})

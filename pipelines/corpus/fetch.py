@@ -168,6 +168,8 @@ class Fetcher:
                     if not location:
                         raise SkipSample("bad_url", f"{current}: redirect without Location")
                     current = urljoin(current, location)
+                    if urlsplit(current).scheme not in ("http", "https"):  # no file://, ftp:// ... via a redirect
+                        raise SkipSample("bad_url", f"{url}: redirect to {current[:200]}")
                     if current in seen:
                         raise SkipSample("redirect_loop", url)
                     seen.add(current)

@@ -144,6 +144,8 @@ def test_opt_out_can_be_switched_off(server) -> None:
     assert fetcher.fetch(server.url("noai", "i1")) == IMAGES["i1"]
     with pytest.raises(SkipSample, match="opted_out"):
         Fetcher(FetchPolicy(read_timeout=1.0)).fetch(server.url("noai", "i1"))
+    with pytest.raises(SkipSample, match="bad_url"):  # a redirect may not leave http(s)
+        Fetcher(FetchPolicy(read_timeout=1.0)).fetch(server.url("tofile", "i1"))
     with pytest.raises(SkipSample, match="too_many_redirects"):
         Fetcher(FetchPolicy(max_redirects=0, read_timeout=1.0)).fetch(server.url("loop", "i1"))
 
