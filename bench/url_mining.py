@@ -10,7 +10,8 @@ no Ray) and the same fetcher and thread count (``corpus.download_threads``); pas
 two-pass route writes the tars with :class:`~pipelines.mine.kept_images.ImageKeeper` (img2dataset
 itself does not install next to our dependencies, see the README). Prints wall time, images/s,
 bytes stored and pair precision against the world's instances for: one pass, one pass keeping the
-images (``output.keep_images``), and two passes (download, mine, total). Writes
+images (``output.keep_images``), and two passes (download, mine, total), with how long the model
+stage waited for batches (downloads it could not hide: each unit's first batch). Writes
 ``bench/results/url_mining.json``.
 """
 from __future__ import annotations
@@ -90,6 +91,7 @@ def mine_all(miner: UnitMiner, cfg: MineConfig) -> tuple[float, Counter]:
     for unit in miner.reader.plan_units():
         stats = miner.mine_unit(unit)
         totals.update(images=stats["images"], pairs=stats["pairs"])
+        totals["wait_s"] += stats["timing"].get("wait", 0.0)  # the model stage waiting for a batch
     return time.perf_counter() - started, totals
 
 
@@ -148,15 +150,17 @@ def main() -> None:
     instances = one.proposals.instances_url
     print(f"{args.images} world images, {args.per_unit} per unit, {args.latency_ms:.0f} ms per image from the server, "
           f"{one.corpus.download_threads} download threads, proposals {one.proposals.backend}, CLIP {one.clip.model}")
-    print(f"{'route':<24} {'wall s':>8} {'images/s':>9} {'pairs':>6} {'MB stored':>10} {'precision':>10}")
+    print(f"{'route':<24} {'wall s':>8} {'images/s':>9} {'pairs':>6} {'MB stored':>10} {'precision':>10} "
+          f"{'model waited s':>15}")
     for name, row in rows.items():
         if instances and "out" in row:
             row["precision"] = ground_truth_quality(str(row["out"]), instances, None)["precision"]
         row.pop("out", None)
         row["images_per_s"] = row["images"] / row["seconds"] if row["seconds"] else None
         precision = f"{row['precision']:.3f}" if row.get("precision") is not None else "-"
+        waited = f"{row['wait_s']:.1f}" if "wait_s" in row else "-"
         print(f"{name:<24} {row['seconds']:>8.1f} {row['images_per_s']:>9.2f} {row['pairs']:>6} "
-              f"{row['bytes'] / 1e6:>10.2f} {precision:>10}")
+              f"{row['bytes'] / 1e6:>10.2f} {precision:>10} {waited:>15}")
     ratio = rows["two pass: total"]["seconds"] / rows["one pass"]["seconds"]
     print(f"two pass / one pass wall time: {ratio:.2f}x")
     RESULTS.parent.mkdir(exist_ok=True)
