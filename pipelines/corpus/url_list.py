@@ -13,8 +13,9 @@ Rows (see :class:`~pipelines.corpus.base.CorpusConfig`): ``url_column`` (the ima
 (into ``meta["extra"]``). CSV / TSV files name their columns in a header line, or in
 ``corpus.list_columns`` when they have none (CC3M's TSV: ``[caption, url]``). One row is one image.
 
-Downloads run ``corpus.download_threads`` at a time per reader, at most twice that many rows ahead
-of the consumer; records come out in row order, so a unit's shard does not depend on which image
+Downloads run ``corpus.download_threads`` at a time per reader, up to ``max(2 × threads, 64)`` rows
+ahead of the consumer (more than a mining batch, so the next batch downloads while the current one
+is decoded and proposed); records come out in row order, so a unit's shard does not depend on which image
 arrived first. Reading happens in the mining CPU stage's prefetch thread, so the next batches
 download while the current one is on the model.
 
@@ -51,6 +52,7 @@ __all__ = ["UrlListReader", "LIST_SUFFIXES", "DOWNLOAD_FAILURES", "list_kind"]
 LIST_SUFFIXES = (".parquet", ".pq", ".csv", ".tsv", ".jsonl", ".ndjson")
 _SCAN_CHUNK = 1 << 20
 _BATCH_ROWS = 256
+_MIN_AHEAD = 64  # rows downloaded ahead of the consumer at least: more than a batch, so downloads go on while it proposes
 Row = dict[str, Any]
 
 
@@ -169,7 +171,7 @@ class UrlListReader:
         """Records of the unit's rows whose image downloaded; the rest are counted in ``skips``."""
         fetcher, pool = self._downloader()
         window: deque[tuple[Any, Future]] = deque()
-        ahead = 2 * self.cfg.download_threads
+        ahead = max(2 * self.cfg.download_threads, _MIN_AHEAD)
         try:
             for row_index, row in self._rows(unit, skips):
                 parts = self._parse(row_index, row, source=unit.source, skips=skips)
