@@ -1,8 +1,8 @@
 """Class-agnostic proposal quality in the world: mask recall of seen objects, unseen objects and
 backgrounds at 16 / 32 / 100 proposals, for every proposal backend, on a freshly generated split.
 
-    python bench/world_proposals.py                    # ~2 min: 200 held-out images, maskformer vs superpixel
-    python bench/world_proposals.py --val 60 --seed 5  # smaller
+    python -m bench.world_proposals                    # ~2 min: 200 held-out images, maskformer vs superpixel
+    python -m bench.world_proposals --val 60 --seed 5  # smaller
 
 A ground-truth region is *covered* at k proposals when one of the backend's k best proposals
 (ranked by the backend's own score, ties in the backend's order) has mask IoU ≥ 0.5 with it.
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -28,12 +27,11 @@ from PIL import Image
 from tqdm import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from ovseg.proposals import ProposalGenerator, build_proposals  # noqa: E402
-from pipelines.world.categories import CATEGORIES  # noqa: E402
-from pipelines.pairs.quality import GroundTruth  # noqa: E402
-from pipelines.world.generate import generate_split, image_id_of  # noqa: E402
+from ovseg.proposals import ProposalGenerator, build_proposals
+from pipelines.world.categories import CATEGORIES
+from pipelines.pairs.quality import GroundTruth
+from pipelines.world.generate import generate_split, image_id_of
 
 CHECKPOINT = ROOT / "assets/world_maskformer/world_maskformer.pt"
 KS = (16, 32, 100)

@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = load_job_config(MineConfig, args)
     from pipelines.config.load import as_dict
     from pipelines.mine.summary import closing_lines, clip_description
-    from pipelines.mine.driver import check_device, plan, run_mining
+    from pipelines.mine.driver import check_device, plan, ray_session, run_mining
     from pipelines.mine.report import ground_truth_check, write_report
     from ovseg.clip import WEIGHT_FILE_SUFFIXES
     from pipelines.mine.paths import resolve_local_paths
@@ -46,21 +46,22 @@ def main(argv: list[str] | None = None) -> int:
               "give an absolute path or an s3:// / gs:// URL", file=sys.stderr)
     with startup("reading the corpus and the output folder"):
         planned = todo, committed = plan(cfg)
-    print(f"mining {cfg.corpus.url} -> {cfg.output.url}: {len(todo)} units to mine, "
-          f"{len(committed)} already committed; {clip_description(cfg.clip)}, proposals {cfg.proposals.backend}")
-    bar = tqdm(total=len(todo), unit="unit", desc="mining", dynamic_ncols=True)
-    totals = {"images": 0, "pairs": 0}
+    with ray_session(cfg, needed=bool(todo)) as ready_timeout:  # a cluster that cannot place an actor: one line, here
+        print(f"mining {cfg.corpus.url} -> {cfg.output.url}: {len(todo)} units to mine, "
+              f"{len(committed)} already committed; {clip_description(cfg.clip)}, proposals {cfg.proposals.backend}")
+        bar = tqdm(total=len(todo), unit="unit", desc="mining", dynamic_ncols=True)
+        totals = {"images": 0, "pairs": 0}
 
-    def on_unit(stats: dict) -> None:
-        totals["images"] += stats["images"]
-        totals["pairs"] += stats["pairs"]
-        bar.set_postfix(images=totals["images"], pairs=totals["pairs"])
-        bar.update(1)
+        def on_unit(stats: dict) -> None:
+            totals["images"] += stats["images"]
+            totals["pairs"] += stats["pairs"]
+            bar.set_postfix(images=totals["images"], pairs=totals["pairs"])
+            bar.update(1)
 
-    try:  # start-up errors of the actors (weights, resources, storage) arrive as StartupError
-        result = run_mining(cfg, on_unit, planned=planned)
-    finally:
-        bar.close()
+        try:  # the actors' start-up errors (weights, packages) arrive as one-line StartupErrors
+            result = run_mining(cfg, on_unit, planned=planned, ready_timeout=ready_timeout)
+        finally:
+            bar.close()
     report = None
     if cfg.output.report and result.all_committed:
         gt = judge = None

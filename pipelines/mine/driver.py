@@ -17,10 +17,11 @@ one actor commits, which per-unit commit and resume rely on.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import ray
 
@@ -203,6 +204,29 @@ def init_ray(cfg: MineConfig) -> bool:
     return True
 
 
+@contextlib.contextmanager
+def ray_session(cfg: MineConfig, *, needed: bool = True) -> Iterator[float | None]:
+    """Connect to (or start) Ray and check that one mining actor fits (:func:`check_resources`);
+    shut a Ray this started down at the end. With ``needed=False`` (nothing to mine) Ray is not touched.
+
+    Yields:
+        how long to wait for the actors to be placed (``ray.wait_for_resources_s`` when an
+        autoscaler must add a node first), or None (no limit: they fit now).
+
+    Raises:
+        StartupError: the cluster cannot place an actor (before anything is printed or mined).
+    """
+    if not needed:
+        yield None
+        return
+    started = init_ray(cfg)
+    try:
+        yield cfg.ray.wait_for_resources_s if check_resources(cfg, ray.nodes(), local=started) else None
+    finally:
+        if started:
+            ray.shutdown()
+
+
 def plan(cfg: MineConfig) -> tuple[list[WorkUnit], dict[int, dict]]:
     """``(units to mine, already committed stats)`` for this config."""
     units = build_reader(cfg.corpus).plan_units()
@@ -213,7 +237,8 @@ def plan(cfg: MineConfig) -> tuple[list[WorkUnit], dict[int, dict]]:
 
 
 def run_mining(cfg: MineConfig, on_unit: Callable[[dict[str, Any]], None] | None = None, *,
-               planned: tuple[list[WorkUnit], dict[int, dict]] | None = None) -> RunResult:
+               planned: tuple[list[WorkUnit], dict[int, dict]] | None = None,
+               ready_timeout: float | None = None) -> RunResult:
     """Mine every uncommitted unit of the corpus; returns what happened.
 
     Args:
@@ -221,20 +246,19 @@ def run_mining(cfg: MineConfig, on_unit: Callable[[dict[str, Any]], None] | None
             (:func:`pipelines.mine.paths.resolve_local_paths`): actors run in other directories.
         on_unit: called on the driver with each committed unit's stats (progress bars).
         planned: the result of :func:`plan` when the caller has it (the corpus is planned once).
+        ready_timeout: what :func:`ray_session` yielded, when the caller holds the session
+            (otherwise this opens one).
     """
     started = time.time()
     todo, committed = planned if planned is not None else plan(cfg)
     result = RunResult(planned=len(todo) + len(committed), skipped_committed=len(committed))
     log.info("%d units planned, %d already committed, %d to mine", result.planned, len(committed), len(todo))
     if todo:
-        started_ray = init_ray(cfg)
-        try:
-            waiting = check_resources(cfg, ray.nodes(), local=started_ray)
-            _dispatch(cfg, todo, result, on_unit=on_unit,
-                      ready_timeout=cfg.ray.wait_for_resources_s if waiting else None)
-        finally:
-            if started_ray:
-                ray.shutdown()
+        if ray.is_initialized():
+            _dispatch(cfg, todo, result, on_unit=on_unit, ready_timeout=ready_timeout)
+        else:
+            with ray_session(cfg) as timeout:
+                _dispatch(cfg, todo, result, on_unit=on_unit, ready_timeout=timeout)
     result.all_committed = committed_units(cfg.output.url, cfg.output.storage_options)
     result.mismatched = verify_committed(result.mined, result.all_committed, cfg.output.url)
     result.sizes = write_sizes(cfg.output.url, result.all_committed, cfg.output.storage_options)

@@ -109,8 +109,8 @@ import pipelines.mine.driver as runner
 
 real = runner._dispatch
 
-def dispatch(cfg, todo, result, *, on_unit):  # the actors commit; then unit 0's commit marker vanishes
-    real(cfg, todo, result, on_unit=on_unit)
+def dispatch(cfg, todo, result, **kw):  # the actors commit; then unit 0's commit marker vanishes
+    real(cfg, todo, result, **kw)
     os.remove(runner.shard_url(cfg.output.url, 0)[: -len(".tar")] + ".stats.json")
 
 runner._dispatch = dispatch
