@@ -27,6 +27,7 @@ import functools
 import logging
 import os
 import sys
+import time
 from typing import Callable, Iterator, Mapping, Sequence, TypeVar
 
 from pipelines.config.help import help_text
@@ -38,6 +39,7 @@ __all__ = ["STARTUP_EXIT", "StartupError", "job_parser", "load_job_config", "set
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 STARTUP_EXIT = 2  # exit code of a run that failed before any work started
+RANK_EXIT_DELAY_S = 2.0  # ranks > 0 wait this long before leaving on a start-up error
 LOG_FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
 
 
@@ -155,6 +157,8 @@ def job_main(main: Callable[[list[str] | None], int | None]) -> Callable[[Sequen
             log.debug("start-up failed", exc_info=True)
             if is_main_process():
                 print(f"error: {err}", file=sys.stderr, flush=True)
+            else:  # let rank 0 print and exit first: torchrun then stops the others, and names rank 0
+                time.sleep(RANK_EXIT_DELAY_S)
             return STARTUP_EXIT
         return int(code or 0)
 

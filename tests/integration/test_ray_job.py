@@ -21,6 +21,7 @@ from tests.integration.processes import kill_session, start_session
 pytestmark = pytest.mark.integration
 RAY = str(Path(sys.executable).parent / "ray")
 HEAD_DIRS: dict[str, Path] = {}  # dashboard address -> the directory its head was started in
+GCS: dict[str, str] = {}  # dashboard address -> the head's GCS address (for ray.address=)
 
 
 def _free_port() -> int:
@@ -52,6 +53,7 @@ def ray_head(tmp_path_factory, ray_env):
                          log_dir / "head.log", ray_env, str(head_dir))
     address = f"http://127.0.0.1:{dash_port}"
     HEAD_DIRS[address] = head_dir
+    GCS[address] = f"127.0.0.1:{gcs_port}"
     try:
         deadline = time.time() + 180
         while time.time() < deadline:
@@ -164,3 +166,29 @@ def test_ray_job_submit_mines_committed_readable_shards(ray_head, ray_env, tmp_p
     report = json.loads((out / "report.json").read_text())
     assert report["totals"]["pairs"] == len(samples)
     assert (out / "contact_sheet.png").stat().st_size > 1000
+
+
+def test_a_gpu_request_no_node_can_meet_fails_in_one_line(ray_head, ray_env, tmp_path):
+    """Issue 18, case 2: ``ray.num_gpus_per_actor=1`` on this head without GPUs ended never (Ray's
+    autoscaler repeated "No available node types can fulfill resource request" every 35 s). Now the
+    driver compares the request with the nodes' resources: one line, exit 2, nothing mined; with
+    ``ray.wait_for_resources_s`` it says once that it waits, then gives up."""
+    base = [sys.executable, str(REPO / "jobs/mine.py"), "--config", str(REPO / "conf/smoke/mine.yaml"),
+            f"ray.address={GCS[ray_head]}", "ray.num_gpus_per_actor=1", f"output.url={tmp_path / 'pairs'}"]
+    started = time.time()
+    run = subprocess.run(base, capture_output=True, text=True, env=ray_env, timeout=300, cwd=REPO)
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert run.returncode == 2, run.stdout[-2000:] + run.stderr[-3000:]
+    assert lines == ["error: ray.num_gpus_per_actor=1: no node of the Ray cluster has that many GPU (the most is 0); "
+                     "set ray.num_gpus_per_actor=0 and run.device=cpu, add such nodes, or with an autoscaler set "
+                     "ray.wait_for_resources_s=600"], run.stderr[-3000:]
+    assert run.stdout == "" and not (tmp_path / "pairs").exists()
+    assert time.time() - started < 120
+
+    run = subprocess.run(base + ["ray.wait_for_resources_s=3"], capture_output=True, text=True, env=ray_env,
+                         timeout=300, cwd=REPO)
+    assert run.returncode == 2, run.stdout[-2000:] + run.stderr[-3000:]
+    waits = [line for line in run.stderr.splitlines() if "waiting up to 3 s for the autoscaler" in line]
+    assert len(waits) == 1, run.stderr[-3000:]
+    assert run.stderr.splitlines()[-1] == ("error: no mining actor was placed within ray.wait_for_resources_s=3 s: "
+                                           "the cluster still lacks the resources one actor asks for"), run.stderr[-3000:]
