@@ -144,8 +144,8 @@ def run_recall(world: Path, n_val: int, checkpoint: Path = CHECKPOINT) -> dict:
 
 def mine_precision(world: Path, out: Path, *, n_train: int, units: int, backends: list[str]) -> dict:
     """Pair precision of mining the train split of ``world`` (bench/world.py's world) with each backend."""
-    from bench.world import CHECKPOINT as CLIP_CHECKPOINT
-    from bench.world import mine
+    from bench.world_jobs import CHECKPOINT as CLIP_CHECKPOINT
+    from bench.world_jobs import mine
     from pipelines.pairs.quality import mining_quality
 
     out.mkdir(parents=True, exist_ok=True)
@@ -173,7 +173,7 @@ def main(argv: list[str] | None = None) -> dict:
               "recall": run_recall(args.world, args.val, args.checkpoint)}
     print(recall_table(result["recall"]))
     if args.mine:
-        from bench.world import ensure_world
+        from bench.world_jobs import ensure_world
 
         mined_world = ROOT / "out/world/data"
         ensure_world(mined_world, 0, args.mine, 0)

@@ -125,3 +125,27 @@ def test_killing_gpu_check_sh_stops_the_check(tmp_path):
     alive = [k for k in kids if Path(f"/proc/{k}").exists()]
     assert not alive, f"still running after the script was killed: {alive}"
     assert not (tmp_path / "g.json").exists()
+
+
+def test_the_banner_names_the_clip_of_a_prompt_file_without_double_slashes(tmp_path, capsys, monkeypatch):
+    """Case 7: with ``clip.prompt=`` the banner named only the base CLIP, as ``world-clip//abs/path``."""
+    import importlib.util
+
+    from ovseg.clip import load_clip
+    from ovseg.mpt import MaskPromptCLIP
+    from ovseg.mpt_export import describe, save_prompt
+
+    bundle = load_clip("ovseg-tiny-vit", None)
+    weights = tmp_path / "clip_weights.pt"
+    torch.save(bundle.model.state_dict(), weights)
+    prompt = save_prompt(describe(MaskPromptCLIP(bundle.model, depth=2), "ovseg-tiny-vit", None,
+                                  clip_checkpoint=str(weights)), tmp_path / "mpt_prompt.pt")
+    spec = importlib.util.spec_from_file_location("_mine_job_banner", REPO / "jobs/mine.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    monkeypatch.chdir(REPO)
+    assert job.main(["--config", "conf/smoke/mine.yaml", f"clip.prompt={prompt}", f"output.url={tmp_path}/pairs",
+                     "run.max_units=0"]) == 0
+    banner = capsys.readouterr().out.splitlines()[0]
+    assert f"CLIP ovseg-tiny-vit ({weights}) + mask prompt {prompt}, proposals superpixel" in banner
+    assert "//" not in banner
