@@ -105,7 +105,8 @@ def setup_logging(level: str) -> None:
     numeric = logging.getLevelName(str(level).upper())
     if not isinstance(numeric, int):
         raise StartupError(f"--log-level {level}: use debug, info, warning or error")
-    logging.basicConfig(level=numeric, format=LOG_FORMAT, force=True)
+    logging.basicConfig(level=numeric, format=LOG_FORMAT)
+    logging.getLogger().setLevel(numeric)
 
 
 def load_job_config(schema: type[T], args: argparse.Namespace) -> T:
