@@ -162,7 +162,7 @@ class MiningActor:
             # a creation-task traceback that Ray prints per actor (the traceback stays in this log)
             log.debug("mining actor could not start", exc_info=True)
             lines = [line for line in str(err).splitlines() if line.strip()]
-            self.start_error = f"{type(err).__name__}: {lines[-1] if lines else ''}".rstrip(": ")
+            self.start_error = f"{type(err).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
     def mine(self, unit: WorkUnit) -> dict[str, Any]:
         """The unit's committed stats plus ``node_id``: the Ray node this actor runs on."""

@@ -192,3 +192,20 @@ def test_a_gpu_request_no_node_can_meet_fails_in_one_line(ray_head, ray_env, tmp
     assert len(waits) == 1, run.stderr[-3000:]
     assert run.stderr.splitlines()[-1] == ("error: no mining actor was placed within ray.wait_for_resources_s=3 s: "
                                            "the cluster still lacks the resources one actor asks for"), run.stderr[-3000:]
+
+
+def test_actors_that_cannot_load_their_weights_fail_in_one_line(ray_head, ray_env, tmp_path):
+    """Issue 18, case 1's other half: an actor's start-up error reached the terminal as ~200 lines of
+    Ray creation-task traceback per actor; now the actor reports it and the driver prints one line."""
+    bad = tmp_path / "not_weights.pt"
+    bad.write_text("garbage")
+    run = subprocess.run([sys.executable, str(REPO / "jobs/mine.py"), "--config", str(REPO / "conf/smoke/mine.yaml"),
+                          f"ray.address={GCS[ray_head]}", f"clip.checkpoint={bad}", f"output.url={tmp_path / 'pairs'}"],
+                         capture_output=True, text=True, env=ray_env, timeout=300, cwd=REPO)
+    text = run.stdout + run.stderr
+    assert run.returncode == 2, text[-3000:]
+    assert run.stderr.splitlines()[-1] == (f"error: mining actors could not start: ClipLoadError: {bad}: not a CLIP "
+                                           "weight file (a state dict for torch.load(weights_only=True) or "
+                                           ".safetensors): UnpicklingError"), text[-3000:]
+    assert "Traceback" not in text and "(MiningActor" not in text, text[-3000:]
+    assert not list((tmp_path / "pairs").glob("*.stats.json"))
