@@ -149,3 +149,15 @@ def test_the_banner_names_the_clip_of_a_prompt_file_without_double_slashes(tmp_p
     banner = capsys.readouterr().out.splitlines()[0]
     assert f"CLIP ovseg-tiny-vit ({weights}) + mask prompt {prompt}, proposals superpixel" in banner
     assert "//" not in banner
+
+
+def test_a_preset_that_is_not_yaml_names_the_file_and_line(tmp_path):
+    from pipelines.config.load import ConfigError, load_config
+    from pipelines.mine.config import MineConfig
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("corpus:\n  url: [a\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(MineConfig, bad)
+    assert str(err.value).startswith(f"config file {bad}: not valid YAML (while parsing a flow sequence")
+    assert "line 2" in str(err.value) and "\n" not in str(err.value)
