@@ -161,3 +161,28 @@ def test_a_preset_that_is_not_yaml_names_the_file_and_line(tmp_path):
         load_config(MineConfig, bad)
     assert str(err.value).startswith(f"config file {bad}: not valid YAML (while parsing a flow sequence")
     assert "line 2" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_resource_check_messages_for_a_local_ray_and_a_cluster():
+    """:func:`check_resources` on ``ray.nodes()``-shaped input: the local Ray fails at once, a cluster
+    fails at once unless ``ray.wait_for_resources_s`` lets an autoscaler add the node."""
+    from pipelines.config.cli import StartupError
+    from pipelines.config.load import load_config
+    from pipelines.mine.config import MineConfig
+    from pipelines.mine.driver import check_resources
+
+    cpu_node = [{"Alive": True, "Resources": {"CPU": 2.0}}, {"Alive": False, "Resources": {"CPU": 8.0, "GPU": 8.0}}]
+    gpu = load_config(MineConfig, "conf/smoke/mine.yaml", ["ray.num_gpus_per_actor=1"])
+    with pytest.raises(StartupError, match=r"^ray.num_gpus_per_actor=1: the local Ray on this machine has 0 GPU; "
+                                           r"set ray.num_gpus_per_actor=0 and run.device=cpu, or run on a GPU machine$"):
+        check_resources(gpu, cpu_node, local=True)  # the dead node's GPUs do not count
+    cpus = load_config(MineConfig, "conf/smoke/mine.yaml", ["ray.num_cpus_per_actor=4"])
+    with pytest.raises(StartupError, match=r"^ray.num_cpus_per_actor=4: no node of the Ray cluster has that many CPU "
+                                           r"\(the most is 2\); lower ray.num_cpus_per_actor"):
+        check_resources(cpus, cpu_node, local=False)
+    waiting = load_config(MineConfig, "conf/smoke/mine.yaml", ["ray.num_gpus_per_actor=1", "ray.wait_for_resources_s=60"])
+    assert check_resources(waiting, cpu_node, local=False) is True
+    assert check_resources(load_config(MineConfig, "conf/smoke/mine.yaml"), cpu_node, local=True) is False
+    cuda = load_config(MineConfig, "conf/smoke/mine.yaml", ["run.device=cuda"])
+    with pytest.raises(StartupError, match=r"^run.device=cuda but no node of the Ray cluster has a GPU"):
+        check_resources(cuda, cpu_node, local=False)
