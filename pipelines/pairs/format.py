@@ -87,6 +87,7 @@ class PairMeta:
     unit: int  # unit of work = shard number
     clip_model: str  # name of the CLIP that scored the pair
     clip_prompt: Optional[str] = None  # tuned mask prompt file the crops were scored with (re-mining), else None
+    extra: Optional[dict] = None  # URL-list corpora: the row's corpus.extra_columns ({column: value}), else None
 
     def to_json(self) -> bytes:
         """The member's bytes (field order as declared)."""
