@@ -1,6 +1,6 @@
 """A long mining run: memory, open file descriptors and throughput from the first unit to the last.
 
-  python bench/long_run.py [--images 20000] [--images-per-unit 400] [--json long_run.json]
+  python -m bench.long_run [--images 20000] [--images-per-unit 400] [--json out/bench/long_run.json]
 
 Generates a WebDataset corpus of small pictures (32-64 px: a coloured shape on a coloured ground,
 with a caption naming both), mines it with the smoke preset (tiny random CLIP, superpixel
@@ -8,7 +8,8 @@ proposals) on a local Ray with one actor, and samples the resident memory (RSS) 
 descriptors of the driver and the actor every half second. Prints and writes (``--json``):
 
 * RSS of each process after warm-up (the first ``--warmup`` share of the units) and at the end,
-  and the growth in between;
+  the growth in between, and its slope: MiB per 1000 images mined (least squares over the samples
+  after warm-up, and over their second half, when caches have settled and only a leak still grows);
 * open fds after warm-up, at the end and at most;
 * throughput (images/s per unit, from the units' own timings) of the first and the last tenth of
   the units after warm-up, and their ratio.
@@ -21,7 +22,6 @@ import json
 import logging
 import os
 import statistics
-import sys
 import tarfile
 import tempfile
 import time
@@ -30,11 +30,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.config.load import load_config  # noqa: E402
-from pipelines.mine.config import MineConfig  # noqa: E402
-from bench.proc_stats import ProcessSampler, Sample  # noqa: E402
+from pipelines.config.load import load_config
+from pipelines.mine.config import MineConfig
+from bench.proc_stats import ProcessSampler, Sample
 
 REPO = Path(__file__).resolve().parents[1]
 COLOURS = {"red": (200, 30, 30), "green": (30, 160, 60), "blue": (40, 60, 200), "yellow": (230, 210, 40),
@@ -113,6 +112,18 @@ def _median(values: list[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
 
 
+def rss_slope_mb_per_1k(samples: list[Sample], units: list[dict]) -> float:
+    """Least-squares slope of RSS (MiB) against images mined (thousands) over ``samples``; the
+    images mined at a sample's time are interpolated between the units' completion times."""
+    done = np.cumsum([0] + [u["images"] for u in units]) / 1000.0
+    times = np.array([0.0] + [u["done_at"] for u in units])
+    x = np.interp([s.t for s in samples], times, done)
+    y = np.array([s.rss for s in samples], dtype=float) / 2**20
+    if len(samples) < 2 or np.ptp(x) == 0:
+        return float("nan")
+    return float(np.polyfit(x, y, 1)[0])
+
+
 def analyse(units: list[dict], samples: list[Sample], *, warmup: float = 0.2) -> dict:
     """Growth of RSS and fds after warm-up, per role, and throughput first vs last units."""
     n_warm = max(1, int(len(units) * warmup))
@@ -133,6 +144,8 @@ def analyse(units: list[dict], samples: list[Sample], *, warmup: float = 0.2) ->
             "rss_after_warmup_mb": round(rss0 / 2**20, 1), "rss_end_mb": round(rss1 / 2**20, 1),
             "rss_max_mb": round(max(s.rss for s in after) / 2**20, 1),
             "rss_growth_mb": round((rss1 - rss0) / 2**20, 1),
+            "rss_slope_mb_per_1k_images": round(rss_slope_mb_per_1k(after, units), 2),
+            "rss_late_slope_mb_per_1k_images": round(rss_slope_mb_per_1k(after[len(after) // 2:], units), 2),
             "fds_after_warmup": fds[0], "fds_end": fds[-1], "fds_max": max(fds), "fds_min": min(fds),
         }
     rest = units[n_warm:]
@@ -163,13 +176,14 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=20000)
     parser.add_argument("--images-per-unit", type=int, default=400)
     parser.add_argument("--warmup", type=float, default=0.2, help="share of the units counted as warm-up")
-    parser.add_argument("--json", default="long_run.json", help="where to write the figures")
+    parser.add_argument("--json", default="out/bench/long_run.json", help="where to write the figures")
     parser.add_argument("--workdir", default=None, help="corpus and shards (default: a temporary folder)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="long_run_") as tmp:
         figures = long_run(images=args.images, images_per_unit=args.images_per_unit,
                            workdir=Path(args.workdir or tmp), warmup=args.warmup)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(figures, indent=1))
     brief = {k: v for k, v in figures.items() if k not in ("samples", "per_unit")}
     print(json.dumps(brief, indent=1))

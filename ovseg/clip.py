@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
@@ -85,6 +86,13 @@ class ClipLoadError(RuntimeError):
     """Raised when a CLIP model cannot be built or its weights cannot be found."""
 
 
+class ClipWeightsUnavailable(ClipLoadError):
+    """The pretrained weights are neither cached nor downloadable: pass a local ``checkpoint``.
+
+    The caller knows where that setting lives (a config key, a flag) and adds it to the message.
+    """
+
+
 @dataclass
 class ClipBundle:
     """An open_clip model with what is needed to feed it.
@@ -126,7 +134,11 @@ def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
         from safetensors.torch import load_file
 
         return load_file(path)
-    obj = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError, pickle.UnpicklingError) as err:
+        raise ClipLoadError(f"{path}: not a CLIP weight file (a state dict for torch.load(weights_only=True) "
+                            f"or .safetensors): {type(err).__name__}") from err
     for key in ("state_dict", "model"):
         if isinstance(obj, dict) and key in obj and isinstance(obj[key], dict):
             obj = obj[key]
@@ -141,7 +153,7 @@ class _DropRandomInitWarning(logging.Filter):
 
 
 @contextlib.contextmanager
-def _quiet_random_init(active: bool) -> Iterator[None]:
+def quiet_random_init(active: bool) -> Iterator[None]:
     """Silence open_clip's "Model initialized randomly" while building a model a checkpoint will fill."""
     if not active:
         yield
@@ -196,16 +208,16 @@ def load_clip(
 
         reason = unavailable_reason(model_name, tag)
         if reason is not None:
-            raise ClipLoadError(f"{reason}: download the weights elsewhere and set clip.checkpoint=/path/to/weights "
-                                "(or use the offline presets under conf/smoke/)")
+            raise ClipWeightsUnavailable(f"{reason}: download the weights elsewhere and pass their file "
+                                         "as the checkpoint")
     try:
-        with _quiet_random_init(checkpoint is not None):
+        with quiet_random_init(checkpoint is not None):
             model = open_clip.create_model(model_name, pretrained=tag, precision=precision, device=device)
     except Exception as err:  # open_clip raises RuntimeError / OSError / HF errors when offline
-        raise ClipLoadError(
+        raise ClipWeightsUnavailable(
             f"could not load pretrained weights {model_name}/{tag}: {err}. Real weights need either "
-            "network access to the model hub or a local file: download them elsewhere and set "
-            "clip.checkpoint=/path/to/weights (or use the offline presets under conf/smoke/)."
+            "network access to the model hub or a local file: download them elsewhere and pass their "
+            "file as the checkpoint"
         ) from err
     apply_conv_stem(model, model_name)
     if checkpoint is not None:

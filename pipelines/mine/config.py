@@ -64,6 +64,8 @@ class ProposalSection:
             check(bool(self.instances_url or self.panoptic_url), prefix + "instances_url",
                   "the gt backend needs instances_url and/or panoptic_url")
         check(self.max_proposals > 0, prefix + "max_proposals", "must be > 0")
+        check("max_proposals" not in self.options, prefix + "options.max_proposals",
+              f"set {prefix}max_proposals (the one top-k knob; the backend receives it)")
         if self.backend in ("maskformer", "sam"):
             check(bool(self.checkpoint), prefix + "checkpoint", f"the {self.backend} backend needs a weight file")
             hint = "" if self.backend != "sam" else "; SAM weights: https://dl.fbaipublicfiles.com/segment_anything/sam_vit_{b_01ec64,l_0b3195,h_4b8939}.pth"
@@ -106,11 +108,16 @@ class OutputSection:
     overwrite: bool = False  # redo committed units instead of skipping them
     report: bool = True  # write report.{json,md} and contact_sheet.png at the end
     contact_sheet_pairs: int = 48  # pairs shown on the report's contact sheet
+    keep_images: bool = False  # urls corpus: also write the downloaded images as img2dataset tars (+ parquet, stats) to images_url
+    images_url: Optional[str] = None  # where keep_images writes; None = "<url>_images" (a sibling: pair readers search url for tars)
+    keep_images_max_side: Optional[int] = None  # keep_images: shrink images whose longer side exceeds N (JPEG, quality 95); None = as fetched
 
     def validate(self, prefix: str) -> None:
         check(bool(self.url), prefix + "url", "must be set")
         check(self.crop_size is None or self.crop_size >= 16, prefix + "crop_size", "must be >= 16")
         check(1 <= self.jpeg_quality <= 100, prefix + "jpeg_quality", "must be in 1..100")
+        check(self.keep_images_max_side is None or self.keep_images_max_side >= 16, prefix + "keep_images_max_side",
+              "must be >= 16")
 
 
 @dataclass(kw_only=True)
@@ -123,6 +130,7 @@ class RaySection:
     max_restarts: int = 2  # actor restarts after a worker dies
     max_task_retries: int = 2  # unit retries on a restarted actor
     max_unit_attempts: int = 3  # driver-side resubmissions of a failed unit
+    wait_for_resources_s: float = 0.0  # a cluster with no node that fits one actor: wait this long for an autoscaler (0 = fail at once)
 
     def validate(self, prefix: str) -> None:
         check(self.num_actors >= 1, prefix + "num_actors", "must be >= 1")
@@ -164,3 +172,5 @@ class MineConfig:
         check(self.corpus.format in READERS, prefix + "corpus.format", f"one of {sorted(READERS)}")
         check(bool(self.corpus.url), prefix + "corpus.url", "must be set")
         check(self.corpus.images_per_unit >= 1, prefix + "corpus.images_per_unit", "must be >= 1")
+        check(not self.output.keep_images or self.corpus.format == "urls", prefix + "output.keep_images",
+              "only with corpus.format=urls (other corpora are stored already)")

@@ -32,6 +32,7 @@ from ovseg.matching import MatchParams, match_pairs
 from pipelines.corpus.base import build_reader
 from pipelines.mine.config import MineConfig
 from pipelines.mine.cpu_stage import CpuStage, PreparedBatch, PreparedImage, merge_stats
+from pipelines.mine.kept_images import ImageKeeper, images_url_of
 from pipelines.pairs.format import PairMeta, pair_key, pair_sample
 from pipelines.records import ImageRecord, WorkUnit
 from pipelines.pairs.writer import ShardWriter, encode_jpeg, encode_png
@@ -48,13 +49,12 @@ def load_scoring_clip(cfg: MineConfig, device: torch.device) -> tuple[ClipBundle
     with (``ovseg.mpt_export``), so a prompt always meets the tower it was trained on.
     """
     if not cfg.clip.prompt:
-        return load_clip(cfg.clip.model, cfg.clip.pretrained, cfg.clip.checkpoint, device=device,
-                         precision=cfg.clip.precision), None
+        return cfg.clip.load(device=device, precision=cfg.clip.precision), None
     prompted, bundle = load_prompted_clip(cfg.clip.prompt, load_clip, device=str(device))
     prompted.eval()
     bundle.model = prompted.clip
     if bundle.name != cfg.clip.model:
-        log.warning("clip.prompt was tuned on %s; clip.model=%s is ignored", bundle.name, cfg.clip.model)
+        log.info("clip.prompt was tuned on %s; clip.model=%s is ignored", bundle.name, cfg.clip.model)
     return bundle, prompted.prompt
 
 
@@ -102,7 +102,8 @@ class UnitMiner:
                                  min_area_frac=cfg.matching.min_area_frac, min_margin=cfg.matching.min_margin)
 
     # ------------------------------------------------------------------ CPU side
-    def _record_batches(self, unit: WorkUnit, skips: Counter, times: StageTimes) -> Iterator[list[ImageRecord]]:
+    def _record_batches(self, unit: WorkUnit, skips: Counter, times: StageTimes, *,
+                        keep: ImageKeeper | None = None) -> Iterator[list[ImageRecord]]:
         size, batch = self.cfg.run.images_per_batch, []
         records = iter(self.reader.read_unit(unit, skips))
         while True:
@@ -110,6 +111,8 @@ class UnitMiner:
                 record = next(records, None)
             if record is None:
                 break
+            if keep is not None:
+                keep.add(record)
             batch.append(record)
             if len(batch) == size:
                 yield batch
@@ -117,11 +120,12 @@ class UnitMiner:
         if batch:
             yield batch
 
-    def _batches(self, unit: WorkUnit, skips: Counter, times: StageTimes) -> Iterator[PreparedBatch]:
+    def _batches(self, unit: WorkUnit, skips: Counter, times: StageTimes, *,
+                 keep: ImageKeeper | None = None) -> Iterator[PreparedBatch]:
         """Prepared batches of a unit in reading order; the CPU stage runs up to
         ``run.prefetch_batches`` ahead of the model. Waiting for a batch counts as ``wait``."""
         if self.cfg.run.prefetch_batches == 0:
-            for records in self._record_batches(unit, skips, times):
+            for records in self._record_batches(unit, skips, times, keep=keep):
                 with times("wait"):
                     batch = self.resolve(self.submit(records))
                 yield batch
@@ -132,7 +136,7 @@ class UnitMiner:
 
         def worker() -> None:
             try:
-                for records in self._record_batches(unit, skips, read_times):
+                for records in self._record_batches(unit, skips, read_times, keep=keep):
                     q.put(self.submit(records))
             except BaseException as err:  # re-raised in the consumer thread
                 q.put(err)
@@ -213,7 +217,7 @@ class UnitMiner:
             box=box, area=pair.area, image_size=list(item.pixels.shape[:2]),
             proposal_backend=self.cfg.proposals.backend, proposal_index=int(item.proposal_index[pair.mask_index]),
             proposal_score=float(item.scores[pair.mask_index]), unit=unit.index,
-            clip_model=self.clip.name, clip_prompt=self.cfg.clip.prompt,
+            clip_model=self.clip.name, clip_prompt=self.cfg.clip.prompt, extra=item.record.meta.get("extra"),
         )
         writer.write(pair_sample(
             key=pair_key(unit.index, item.record.key, pair.noun_index),
@@ -226,8 +230,12 @@ class UnitMiner:
         """Mine ``unit`` into its shard and commit it; returns the committed stats."""
         started = time.time()
         stats, times, read_skips = UnitStats(unit=unit.index, source=unit.source), StageTimes(), Counter()
-        with ShardWriter(self.cfg.output.url, unit.index, self.cfg.output.storage_options) as writer:
-            for batch in self._batches(unit, read_skips, times):
+        keep = (ImageKeeper(images_url_of(self.cfg.output.url, self.cfg.output.images_url), unit.index,
+                            self.cfg.output.storage_options, max_side=self.cfg.output.keep_images_max_side)
+                if self.cfg.output.keep_images else None)
+        with ShardWriter(self.cfg.output.url, unit.index, self.cfg.output.storage_options) as writer, \
+                _aborting(keep):
+            for batch in self._batches(unit, read_skips, times, keep=keep):
                 merge_stats(stats, batch.stats)
                 times.merge(batch.times)
                 if not batch.images:
@@ -242,6 +250,19 @@ class UnitMiner:
             finished = time.time()
             result.update(seconds=finished - started, started=started, finished=finished, timing=times.to_dict(),
                           worker=f"{socket.gethostname()}:{os.getpid()}", device=str(self.device))
+            if keep is not None:  # the images first: a committed pair shard always has them
+                keep.commit(read_skips, finished - started)
             writer.commit(result)
         # where this worker wrote it, as its file system sees it (the driver checks it is there)
         return dict(result, pairs_written=writer.count, output=writer.fs.unstrip_protocol(writer.path))
+
+
+@contextlib.contextmanager
+def _aborting(keep: ImageKeeper | None) -> Iterator[None]:
+    """Drop the partial kept-images tar when the unit fails."""
+    try:
+        yield
+    except BaseException:
+        if keep is not None:
+            keep.abort()
+        raise
