@@ -1,7 +1,7 @@
 """The paper's segmentation table in the world: two-stage mIoU on the held-out semantic split.
 
-    python bench/world_segment.py                      # world CLIP only, 100 val images of data/world (~10 min, 2 cores)
-    python bench/world_segment.py --val 40 --prompt "CLIP+MPT=out/world/bench/tune_mpt/export/mpt_prompt.pt"
+    python -m bench.world_segment                      # world CLIP only, 100 val images of data/world (~20 min, 2 busy cores)
+    python -m bench.world_segment --val 40 --prompt "CLIP+MPT=out/world/bench/tune_mpt/export/mpt_prompt.pt"
 
 Rows: proposals {superpixel, maskformer (the committed world MaskFormer, all 48 queries, soft masks)}
 x CLIP {the world CLIP, tuned prompts / towers given with --prompt / --clip, or passed in by
@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,17 +25,15 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from ovseg.clip import ClipBundle, TextEmbeddingCache, encode_images, load_clip, templates_named
+from ovseg.crops import masked_crops, normalize
+from ovseg.metrics import ConfusionMatrix
+from ovseg.proposals import build_proposals
+from ovseg.segment import OVSEG_TEMPERATURE, ensemble_probs, paint_label_map
+from pipelines.segment.datasets import open_dataset, read_label
+from pipelines.segment.inputs import read_image
 
-from ovseg.clip import ClipBundle, TextEmbeddingCache, encode_images, load_clip, templates_named  # noqa: E402
-from ovseg.crops import masked_crops, normalize  # noqa: E402
-from ovseg.metrics import ConfusionMatrix  # noqa: E402
-from ovseg.proposals import build_proposals  # noqa: E402
-from ovseg.segment import OVSEG_TEMPERATURE, ensemble_probs, paint_label_map  # noqa: E402
-from pipelines.segment.datasets import open_dataset, read_label  # noqa: E402
-from pipelines.segment.inputs import read_image  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 CLIP_CHECKPOINT = ROOT / "assets/world_clip/world_clip.pt"
 MASKFORMER = ROOT / "assets/world_maskformer/world_maskformer.pt"
