@@ -12,6 +12,7 @@ from typing import Any, Optional
 from pipelines.config.sections import ClipSection, RunBase
 from pipelines.config.load import check
 from pipelines.mine.paths import is_local
+from ovseg.matching import MatchParams
 from pipelines.corpus.base import READERS, CorpusConfig, load_builtin_readers
 
 
@@ -81,19 +82,6 @@ class CropSection:
 
 
 @dataclass(kw_only=True)
-class MatchSection:
-    min_score: float = 0.2  # cosine similarity floor (real CLIP ViT-B/16 scale)
-    min_margin: float = 0.0  # lead over the runner-up noun on the chosen mask
-    min_area: int = 256  # minimum mask area in pixels
-    min_area_frac: float = 0.001  # minimum mask area as a fraction of the image
-
-    def validate(self, prefix: str) -> None:
-        check(-1.0 <= self.min_score <= 1.0, prefix + "min_score", "must be in [-1, 1]")
-        check(self.min_area >= 0, prefix + "min_area", "must be >= 0")
-        check(0.0 <= self.min_area_frac < 1.0, prefix + "min_area_frac", "must be in [0, 1)")
-
-
-@dataclass(kw_only=True)
 class OutputSection:
     url: str = "out/sample/pairs"  # fsspec URL of the output folder (relative: to the job's working directory)
     storage_options: dict[str, Any] = field(default_factory=dict)  # passed to fsspec for every output read/write
@@ -151,7 +139,7 @@ class MineConfig:
     clip: MineClipSection = field(default_factory=MineClipSection)  # the scoring CLIP
     proposals: ProposalSection = field(default_factory=ProposalSection)  # mask proposals
     crops: CropSection = field(default_factory=CropSection)  # mask → CLIP crop recipe
-    matching: MatchSection = field(default_factory=MatchSection)  # noun ↔ mask matching thresholds
+    matching: MatchParams = field(default_factory=MatchParams)  # noun ↔ mask matching: strategy and thresholds (ovseg.matching)
     output: OutputSection = field(default_factory=OutputSection)  # where and how pairs are written
     ray: RaySection = field(default_factory=RaySection)  # the Ray cluster and actors
     run: MineRunSection = field(default_factory=MineRunSection)  # device, batching, limits
@@ -161,3 +149,5 @@ class MineConfig:
         check(self.corpus.format in READERS, prefix + "corpus.format", f"one of {sorted(READERS)}")
         check(bool(self.corpus.url), prefix + "corpus.url", "must be set")
         check(self.corpus.images_per_unit >= 1, prefix + "corpus.images_per_unit", "must be >= 1")
+        for name, problem in self.matching.problems():  # the library owns the rules, the config names the key
+            check(False, prefix + "matching." + name, problem)

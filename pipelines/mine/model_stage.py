@@ -28,7 +28,7 @@ from ovseg.clip import VILD_TEMPLATES, ClipBundle, TextEmbeddingCache, encode_im
 from ovseg.mpt_export import load_prompted_clip
 from ovseg.crops import MEAN_FILL_255, masked_crops, normalize, to_uint8_image
 from ovseg.crops_batched import masked_crops_batched
-from ovseg.matching import MatchParams, match_pairs
+from ovseg.matching import match_pairs
 from pipelines.corpus.base import build_reader
 from pipelines.mine.config import MineConfig
 from pipelines.mine.cpu_stage import CpuStage, PreparedBatch, PreparedImage, merge_stats
@@ -99,8 +99,7 @@ class UnitMiner:
         self.text_cache = TextEmbeddingCache(self.clip, templates)
         self.crop_size = cfg.output.crop_size or self.clip.image_size
         self.fill = MEAN_FILL_255 if cfg.crops.fill == "mean" else (0.0, 0.0, 0.0)
-        self.match = MatchParams(min_score=cfg.matching.min_score, min_area=cfg.matching.min_area,
-                                 min_area_frac=cfg.matching.min_area_frac, min_margin=cfg.matching.min_margin)
+        self.match = cfg.matching
 
     # ------------------------------------------------------------------ CPU side
     def _record_batches(self, unit: WorkUnit, skips: Counter, times: StageTimes) -> Iterator[list[ImageRecord]]:
