@@ -75,10 +75,16 @@ class CropSection:
     threshold: float = 0.5  # soft masks are binarised with > threshold
     expand_ratio: float = 1.0  # box scale about its centre (OVSeg: 1.0)
     fill: str = "mean"  # mean (CLIP mean colour, OVSeg) | zero
+    views: str = "tight"  # tight (OVSeg's masked crop) | tight+context (also the box scaled by context_ratio, surroundings kept; similarities averaged)
+    context_ratio: float = 1.5  # the context view's box scale about its centre
+    impl: str = "auto"  # auto (batched on GPU, per-mask loop on CPU) | loop | batched (ovseg.crops_batched, same crops)
 
     def validate(self, prefix: str) -> None:
         check(self.expand_ratio >= 1.0, prefix + "expand_ratio", "must be >= 1.0")
         check(self.fill in ("mean", "zero"), prefix + "fill", "mean | zero")
+        check(self.views in ("tight", "tight+context"), prefix + "views", "tight | tight+context")
+        check(self.context_ratio >= 1.0, prefix + "context_ratio", "must be >= 1.0")
+        check(self.impl in ("auto", "loop", "batched"), prefix + "impl", "auto | loop | batched")
 
 
 @dataclass(kw_only=True)
@@ -91,6 +97,7 @@ class OutputSection:
     overwrite: bool = False  # redo committed units instead of skipping them
     report: bool = True  # write report.{json,md} and contact_sheet.png at the end
     contact_sheet_pairs: int = 48  # pairs shown on the report's contact sheet
+    candidates: bool = False  # also write pairs-%06d.candidates.jsonl.gz: every image's candidate masks (RLE), nouns and similarity matrix (chance baselines, strategy studies)
 
     def validate(self, prefix: str) -> None:
         check(bool(self.url), prefix + "url", "must be set")

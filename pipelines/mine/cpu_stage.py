@@ -24,7 +24,8 @@ import torch
 from ovseg.proposals import ImageContext, Proposals, build_proposals, propose_batch
 from ovseg.proposals.filtering import greedy_dedup
 from ovseg.text import NounExtractor
-from pipelines.corpus.decode import load_record_image
+from pipelines.corpus.decode import decode_image, read_bytes
+from pipelines.mine.provenance import sha256_hex
 from pipelines.mine.config import MineConfig
 from pipelines.records import ImageRecord, SkipSample
 from pipelines.mine.stage_times import StageTimes
@@ -77,6 +78,7 @@ class PreparedImage:
         masks: ``[M,H,W]`` bool proposals that survived filtering (M >= 1).
         scores: ``[M]`` float proposal scores.
         proposal_index: ``[M]`` long, each mask's index among the backend's top-k proposals.
+        image_sha256: SHA-256 of the encoded image bytes (provenance).
     """
 
     record: ImageRecord
@@ -86,6 +88,7 @@ class PreparedImage:
     masks: torch.Tensor | None = None
     scores: torch.Tensor | None = None
     proposal_index: torch.Tensor | None = None
+    image_sha256: str | None = None
 
 
 @dataclass
@@ -129,15 +132,20 @@ class CpuStage:
                 stats.images += 1
                 stats.captions += len(record.captions)
                 try:
-                    decoded.append((record, load_record_image(record, self.cfg.run.max_image_pixels,
-                                                              self.cfg.corpus.storage_options)))
+                    data = record.image_bytes
+                    if data is None and record.image_url:
+                        data = read_bytes(record.image_url, self.cfg.corpus.storage_options)
+                    if data is None:
+                        raise SkipSample("missing_image", record.key)
+                    pixels = decode_image(data, max_pixels=self.cfg.run.max_image_pixels)
+                    decoded.append((record, pixels, sha256_hex(data)))
                 except SkipSample as skip:
                     stats.skip(skip.reason)
         with times("nouns"):
-            per_caption = self.nouns.extract([c for r, _ in decoded for c in r.captions])
+            per_caption = self.nouns.extract([c for r, *_ in decoded for c in r.captions])
         candidates: list[PreparedImage] = []
         pos = 0
-        for record, pixels in decoded:
+        for record, pixels, digest in decoded:
             caption_of: dict[str, str] = {}
             for caption, nouns in zip(record.captions, per_caption[pos : pos + len(record.captions)]):
                 for noun in nouns:
@@ -148,7 +156,7 @@ class CpuStage:
             if not nouns:
                 stats.skip("no_nouns" if record.captions else "no_captions")
                 continue
-            candidates.append(PreparedImage(record, pixels, nouns, caption_of))
+            candidates.append(PreparedImage(record, pixels, nouns, caption_of, image_sha256=digest))
         with times("proposals"):  # one call for the batch: batched backends (maskformer) run one pass
             contexts = [ImageContext(item.record.key, item.record.image_id, item.record.meta.get("file_name"),
                                      item.record.meta) for item in candidates]

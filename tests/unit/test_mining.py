@@ -170,3 +170,47 @@ def test_remining_with_a_tuned_prompt_scores_crops_with_the_prompted_tower(corpu
     assert all(m["clip_prompt"] == str(prompt_path) for m in b.values())
     assert all(m["clip_prompt"] is None for m in a.values())
     assert any(abs(a[k]["score"] - b[k]["score"]) > 1e-3 for k in a)  # the prompt changed the features
+
+
+def test_every_pair_carries_provenance_and_the_index_equals_the_tar(corpus, tmp_path):
+    import gzip
+    import hashlib
+
+    from pipelines.pairs.format import (CANDIDATES_NAME, INDEX_COLUMNS, IndexMismatch, index_row, iter_tar, read_index,
+                                        rle_to_mask)
+
+    out = str(tmp_path / "pairs")
+    miner = UnitMiner(_config(corpus, out, "matching.strategy=one_to_one", "crops.views=tight+context",
+                              "output.candidates=true"))
+    [unit] = miner.reader.plan_units()
+    miner.mine_unit(unit)
+    import collections
+
+    samples = list(iter_tar(shard_url(out, 0), collections.Counter()))
+    good = hashlib.sha256((corpus / "images" / "good.jpg").read_bytes()).hexdigest()
+    table = read_index(out, 0).to_pylist()
+    assert [r["key"] for r in table] == [s["__key__"] for s in samples]  # a row per pair, tar order
+    assert list(table[0]) == list(INDEX_COLUMNS)
+    for row, s in zip(table, samples):
+        meta = PairMeta.from_json(s["json"])
+        assert row == index_row(s["__key__"], meta)  # the index says what the json says
+        assert meta.strategy == "one_to_one" and set(meta.evidence) >= {"own_best_mask", "view_scores"}
+        assert meta.score == pytest.approx(sum(meta.evidence["view_scores"]) / 2, abs=1e-5)
+        assert meta.candidates >= 1 and meta.clip_hash and len(meta.clip_hash) == 12 and meta.proposal_hash is None
+        full = rle_to_mask(meta.mask_rle)  # the full-resolution mask: its area and box are the json's
+        assert list(full.shape) == meta.image_size and int(full.sum()) == meta.area
+        ys, xs = np.nonzero(full)
+        assert [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] == meta.box
+        if meta.image_key in ("1", "7", "8") or meta.caption and "astronaut" in meta.caption:
+            assert meta.image_sha256 == good
+        start, end = meta.noun_span
+        assert meta.caption[start:end].lower().startswith(meta.noun.split()[-1])
+        assert meta.caption_index == 0
+    lines = gzip.decompress((tmp_path / "pairs" / CANDIDATES_NAME.format(0)).read_bytes()).decode().splitlines()
+    first = json.loads(lines[0])
+    assert len(first["sim"]) == len(first["nouns"]) and len(first["sim"][0]) == len(first["masks"])
+    # a stale index (one the marker does not describe) is refused
+    index_file = tmp_path / "pairs" / "pairs-000000.parquet"
+    index_file.write_bytes(index_file.read_bytes()[:-8] + b"PAR1PAR1")
+    with pytest.raises(IndexMismatch):
+        read_index(out, 0)
