@@ -61,6 +61,12 @@ def sizes_url(out_url: str) -> str:
     return f"{out_url.rstrip('/')}/{SIZES_NAME}"
 
 
+def shard_index(name: str) -> Optional[int]:
+    """The unit number of a shard base name ``pairs-000007.tar`` (None for any other name)."""
+    m = re.fullmatch(r"pairs-(\d{6})\.tar", name)
+    return int(m.group(1)) if m else None
+
+
 def pair_key(unit: int, image_key: str, index: int) -> str:
     """Sample key of the ``index``-th noun of image ``image_key`` in unit ``unit`` (no dots)."""
     return f"u{unit:06d}_{image_key}_{index:03d}"
@@ -364,7 +370,7 @@ def index_row(key: str, meta: PairMeta) -> dict[str, Any]:
             "backend": meta.proposal_backend, "strategy": meta.strategy, "candidates": int(meta.candidates)}
 
 
-def _index_schema():
+def index_schema():
     import pyarrow as pa
 
     types = {"string": pa.string(), "float64": pa.float64(), "int64": pa.int64(), "list<int64>": pa.list_(pa.int64())}
@@ -378,7 +384,7 @@ def index_bytes(rows: Sequence[dict[str, Any]]) -> bytes:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = _index_schema()
+    schema = index_schema()
     table = pa.Table.from_pylist(list(rows), schema=schema)
     buf = io.BytesIO()
     pq.write_table(table, buf)
@@ -427,5 +433,5 @@ def read_folder_index(out_url: str, storage_options: Optional[dict] = None):
         t = read_index(out_url, i, storage_options)
         tables.append(t.append_column("unit", pa.array([i] * t.num_rows, pa.int64())))
     if not tables:
-        return _index_schema().empty_table().append_column("unit", pa.array([], pa.int64()))
+        return index_schema().empty_table().append_column("unit", pa.array([], pa.int64()))
     return pa.concat_tables(tables)
