@@ -48,6 +48,8 @@ class CorpusConfig:
     url_column: Optional[str] = "url"  # parquet: original image URL (ignored when absent)
     max_caption_chars: int = 1000  # longer captions are cut at a word boundary
     storage_options: dict[str, Any] = field(default_factory=dict)  # passed to fsspec
+    dedup: str = "off"  # off | phash: an image whose perceptual hash (imagehash.phash) was seen before in its unit is skipped as duplicate_image
+    dedup_max_distance: int = 0  # phash: Hamming distance (of 64 bits) at or below which two images count as one
 
 
 @runtime_checkable

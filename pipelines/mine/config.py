@@ -156,5 +156,7 @@ class MineConfig:
         check(self.corpus.format in READERS, prefix + "corpus.format", f"one of {sorted(READERS)}")
         check(bool(self.corpus.url), prefix + "corpus.url", "must be set")
         check(self.corpus.images_per_unit >= 1, prefix + "corpus.images_per_unit", "must be >= 1")
+        check(self.corpus.dedup in ("off", "phash"), prefix + "corpus.dedup", "off | phash")
+        check(0 <= self.corpus.dedup_max_distance <= 64, prefix + "corpus.dedup_max_distance", "must be in 0..64")
         for name, problem in self.matching.problems():  # the library owns the rules, the config names the key
             check(False, prefix + "matching." + name, problem)

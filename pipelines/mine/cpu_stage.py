@@ -79,6 +79,7 @@ class PreparedImage:
         scores: ``[M]`` float proposal scores.
         proposal_index: ``[M]`` long, each mask's index among the backend's top-k proposals.
         image_sha256: SHA-256 of the encoded image bytes (provenance).
+        phash: 64-bit perceptual hash of the pixels (``corpus.dedup=phash``), else None.
     """
 
     record: ImageRecord
@@ -89,6 +90,7 @@ class PreparedImage:
     scores: torch.Tensor | None = None
     proposal_index: torch.Tensor | None = None
     image_sha256: str | None = None
+    phash: int | None = None
 
 
 @dataclass
@@ -108,6 +110,32 @@ def merge_stats(into: UnitStats, part: UnitStats) -> None:
     into.proposals += part.proposals
     into.skipped.update(part.skipped)
     into.rejected.update(part.rejected)
+
+
+def perceptual_hash(pixels: np.ndarray) -> int:
+    """64-bit DCT perceptual hash (``imagehash.phash``) of ``[H,W,3]`` uint8 pixels, as an int."""
+    import imagehash
+    from PIL import Image
+
+    return int(str(imagehash.phash(Image.fromarray(pixels))), 16)
+
+
+class DuplicateFilter:
+    """Images of one unit whose perceptual hash is within ``max_distance`` bits of an earlier one."""
+
+    def __init__(self, max_distance: int = 0) -> None:
+        self.max_distance = max_distance
+        self.seen: list[int] = []
+        self._exact: set[int] = set()
+
+    def is_duplicate(self, phash: int) -> bool:
+        """True when ``phash`` matches an image seen before (which is then not recorded again)."""
+        if phash in self._exact or (self.max_distance > 0 and any(
+                bin(phash ^ h).count("1") <= self.max_distance for h in self.seen)):
+            return True
+        self._exact.add(phash)
+        self.seen.append(phash)
+        return False
 
 
 class CpuStage:
@@ -156,7 +184,8 @@ class CpuStage:
             if not nouns:
                 stats.skip("no_nouns" if record.captions else "no_captions")
                 continue
-            candidates.append(PreparedImage(record, pixels, nouns, caption_of, image_sha256=digest))
+            phash = perceptual_hash(pixels) if self.cfg.corpus.dedup == "phash" else None
+            candidates.append(PreparedImage(record, pixels, nouns, caption_of, image_sha256=digest, phash=phash))
         with times("proposals"):  # one call for the batch: batched backends (maskformer) run one pass
             contexts = [ImageContext(item.record.key, item.record.image_id, item.record.meta.get("file_name"),
                                      item.record.meta) for item in candidates]

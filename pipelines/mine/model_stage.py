@@ -33,7 +33,7 @@ from ovseg.crops_batched import masked_crops_batched
 from ovseg.matching import match_pairs
 from pipelines.corpus.base import build_reader
 from pipelines.mine.config import MineConfig
-from pipelines.mine.cpu_stage import CpuStage, PreparedBatch, PreparedImage, merge_stats
+from pipelines.mine.cpu_stage import CpuStage, DuplicateFilter, PreparedBatch, PreparedImage, merge_stats
 from pipelines.mine.provenance import file_hash, noun_location, state_dict_hash
 from pipelines.pairs.format import (CANDIDATES_NAME, INDEX_NAME, PairMeta, index_bytes, index_row, mask_to_rle,
                                     pair_key, pair_sample)
@@ -278,9 +278,15 @@ class UnitMiner:
         stats, times, read_skips = UnitStats(unit=unit.index, source=unit.source), StageTimes(), Counter()
         self._index_rows, self._candidates = [], []
         with ShardWriter(self.cfg.output.url, unit.index, self.cfg.output.storage_options) as writer:
+            duplicates = DuplicateFilter(self.cfg.corpus.dedup_max_distance) if self.cfg.corpus.dedup == "phash" else None
             for batch in self._batches(unit, read_skips, times):
                 merge_stats(stats, batch.stats)
                 times.merge(batch.times)
+                if duplicates is not None:
+                    kept = [item for item in batch.images if not duplicates.is_duplicate(item.phash)]
+                    if len(kept) < len(batch.images):
+                        stats.skip("duplicate_image", len(batch.images) - len(kept))
+                    batch.images = kept
                 if not batch.images:
                     continue
                 try:

@@ -214,3 +214,38 @@ def test_every_pair_carries_provenance_and_the_index_equals_the_tar(corpus, tmp_
     index_file.write_bytes(index_file.read_bytes()[:-8] + b"PAR1PAR1")
     with pytest.raises(IndexMismatch):
         read_index(out, 0)
+
+
+def test_planted_duplicates_are_counted_not_mined_twice(tmp_path):
+    from pipelines.mine.cpu_stage import DuplicateFilter, perceptual_hash
+
+    root = tmp_path / "dups"
+    (root / "images").mkdir(parents=True)
+    astronaut, cat = skimage.data.astronaut(), skimage.data.chelsea()
+    Image.fromarray(astronaut).save(root / "images" / "a.jpg", quality=95)
+    Image.fromarray(astronaut).save(root / "images" / "a_recompressed.jpg", quality=60)  # other bytes, same picture
+    Image.fromarray(astronaut).resize((256, 256)).save(root / "images" / "a_small.png")  # other size, same picture
+    Image.fromarray(cat).save(root / "images" / "c.jpg")
+    Image.fromarray(cat[:, ::-1].copy()).save(root / "images" / "c_mirrored.jpg")  # a different picture
+    files = ["a.jpg", "c.jpg", "a_recompressed.jpg", "c_mirrored.jpg", "a_small.png", "a.jpg"]
+    data = {"images": [{"id": i + 1, "file_name": f} for i, f in enumerate(files)],
+            "annotations": [{"id": i + 1, "image_id": i + 1, "caption": "a cat near an astronaut"}
+                            for i in range(len(files))]}
+    (root / "captions.json").write_text(json.dumps(data))
+    hashes = [perceptual_hash(np.asarray(Image.open(root / "images" / f).convert("RGB"))) for f in files]
+    assert hashes[0] == hashes[5] and hashes[0] != hashes[1] and hashes[1] != hashes[3]
+    assert bin(hashes[0] ^ hashes[2]).count("1") <= 4 and bin(hashes[0] ^ hashes[4]).count("1") <= 4
+    f = DuplicateFilter(max_distance=4)
+    assert [f.is_duplicate(h) for h in hashes] == [False, False, True, False, True, True]
+
+    def mine(*extra):
+        out = tmp_path / f"out{len(extra)}"
+        miner = UnitMiner(_config(root, out, *extra))
+        [unit] = miner.reader.plan_units()
+        return miner.mine_unit(unit)
+
+    plain = mine()
+    deduped = mine("corpus.dedup=phash", "corpus.dedup_max_distance=4")
+    assert "duplicate_image" not in plain["skipped"]
+    assert deduped["skipped"]["duplicate_image"] == 3  # the recompressed, the resized and the repeated file
+    assert deduped["pairs"] < plain["pairs"]
