@@ -31,7 +31,7 @@ STRATEGIES = ("best_mask", "one_to_one", "dual_softmax")
 class MatchParams:
     """How nouns take masks, and the thresholds a pair must clear (the mining job's ``matching`` section)."""
 
-    strategy: str = "best_mask"  # best_mask (OVSeg: each noun its best mask) | one_to_one (assignment: a mask carries at most one noun) | dual_softmax
+    strategy: str = "one_to_one"  # one_to_one (assignment: a mask carries at most one noun; best in the world bench) | best_mask (OVSeg: each noun its best mask) | dual_softmax
     min_score: float = 0.2  # cosine similarity floor (real CLIP ViT-B/16 scale)
     min_margin: float = 0.0  # lead over the runner-up noun on the chosen mask (passes with one noun)
     min_area: int = 256  # minimum mask area in pixels (smaller masks never take part)

@@ -3,10 +3,13 @@
 Runs ``bench/world.py`` end to end (generation, mining with the real job for ``gt`` and
 ``superpixel`` proposals, MPT with the real tuning job, held-out evaluation) at a reduced size and
 checks the levels of the full run (``assets/world_clip/bench_reference.json``) with a margin for
-the noise of the smaller run. Then the same run with a deliberate bug injected into every process
-it starts (a ``sitecustomize`` module on ``PYTHONPATH``): mask prompts that replace the *kept*
-patches, or crops whose outside pixels are not filled. Each bug must push the gain or the
-precision below its bar — the benchmark can tell a working OVSeg from a broken one.
+the noise of the smaller run; pair precision is checked as a lift over the precision of a random
+choice among the same candidate masks, measured on the same shards. Then the same run with a
+deliberate bug injected into every process it starts (a ``sitecustomize`` module on ``PYTHONPATH``):
+mask prompts that replace the *kept* patches, or crops whose outside pixels are not filled, must
+push the MPT gain or the object lift below its bar; scores that ignore the image, an argmax over the
+wrong axis, or a batched crop path that cuts mirrored boxes must push both lifts below their bars
+(round-1 mining only) — the benchmark can tell a working OVSeg from a broken one.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from ovseg.matching import MatchParams as _Params, match_pairs
 
 
 def MatchParams(**kw):  # noqa: N802 - the library's thresholds, opened up unless a test sets them
-    return _Params(**{"min_score": 0.0, "min_area": 0, "min_area_frac": 0.0, **kw})
+    return _Params(**{"strategy": "best_mask", "min_score": 0.0, "min_area": 0, "min_area_frac": 0.0, **kw})
 
 NOUNS = ["cat", "dog", "rug"]
 # rows = nouns, columns = masks
