@@ -67,7 +67,12 @@ def read_pairs(folder: str | Path, storage_options: dict | None = None) -> Itera
 
 
 def pair_mask(pair: MinedPair) -> np.ndarray:
-    """The pair's mask in source-image pixels: bool [H, W] (``meta.image_size``)."""
+    """The pair's mask in source-image pixels: bool [H, W] (``meta.image_size``); exact from ``mask_rle``
+    when the json has it, else the crop-aligned PNG resized back into ``box``."""
+    if pair.meta.mask_rle:
+        from pipelines.pairs.format import rle_to_mask
+
+        return rle_to_mask(pair.meta.mask_rle)
     h, w = pair.meta.image_size
     x0, y0, x1, y1 = pair.meta.box
     full = np.zeros((h, w), dtype=bool)
