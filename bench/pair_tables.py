@@ -22,12 +22,17 @@ SCORE_GRID = (-1.0, 0.15, 0.2, 0.25, 0.3, 0.35)
 MARGIN_GRID = (-2.0, 0.0, 0.01, 0.02, 0.03, 0.05, 0.08)
 
 
+#: the world benches mine with every threshold off (every noun gets a mask), so that one set of shards
+#: holds the whole precision–recall curve; the preset's own thresholds are one point on it
+THRESHOLDS_OFF = ("matching.min_score=-1.0", "matching.min_margin=-2.0")
+
+
 def world_matching() -> MatchParams:
-    """The ``matching`` section of conf/world/mine.yaml (what the world benches mine with)."""
+    """The ``matching`` section of conf/world/mine.yaml with :data:`THRESHOLDS_OFF` (what the benches mine with)."""
     from pipelines.config.load import load_config
     from pipelines.mine.config import MineConfig
 
-    return load_config(MineConfig, ROOT / "conf/world/mine.yaml").matching
+    return load_config(MineConfig, ROOT / "conf/world/mine.yaml", list(THRESHOLDS_OFF)).matching
 
 
 def quality_with_chance(folder: Path, gt: GroundTruth, *, image_ids: set[int] | None = None,

@@ -41,7 +41,8 @@ sys.path.insert(0, str(ROOT))
 from bench.world_eval import TunedRun, evaluate, load_models  # noqa: E402
 from bench.world_proposals import CHECKPOINT as MASKFORMER  # noqa: E402
 from bench.world_proposals import maskformer_seen_names, precision_table, recall_table, run_recall  # noqa: E402
-from bench.pair_tables import mining_table, quality_with_chance, strategy_rows, strategy_table, world_matching  # noqa: E402
+from bench.pair_tables import (THRESHOLDS_OFF, mining_table, quality_with_chance, strategy_rows,  # noqa: E402
+                               strategy_table, world_matching)
 from pipelines.world.categories import NAMES  # noqa: E402
 from pipelines.pairs.quality import GroundTruth  # noqa: E402
 from pipelines.world.generate import generate_split, image_id_of  # noqa: E402
@@ -86,7 +87,7 @@ def mine(world: Path, out: Path, name: str, *, backend: str, units: int, checkpo
              f"corpus.images_per_unit={units}", f"proposals.backend={backend}",
              f"proposals.instances_url={ann / 'instances_train.json'}", f"output.url={pairs}",
              f"clip.checkpoint={checkpoint}", *([f"clip.prompt={prompt}"] if prompt else []),
-             "output.report=false", *extra], out / f"mine-{name}.log")
+             "output.report=false", *THRESHOLDS_OFF, *extra], out / f"mine-{name}.log")
     return pairs
 
 

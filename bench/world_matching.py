@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.pair_tables import (best_point, mining_table, pr_curve, pr_table, quality_with_chance,  # noqa: E402
+from bench.pair_tables import (THRESHOLDS_OFF, best_point, mining_table, pr_curve, pr_table, quality_with_chance,  # noqa: E402
                                strategy_rows, strategy_table, world_matching)
 from pipelines.pairs.quality import GroundTruth  # noqa: E402
 from pipelines.world.generate import image_id_of  # noqa: E402
@@ -42,7 +42,7 @@ def mine(world: Path, out: Path, *, backend: str, view: str, images: int, clip: 
             f"corpus.images_per_unit={images}", "run.max_units=1", f"proposals.backend={backend}",
             f"proposals.instances_url={ann / 'instances_train.json'}", f"output.url={folder}",
             f"clip.checkpoint={clip}", f"crops.views={view}", "output.candidates=true", "output.report=false",
-            *extra]
+            *THRESHOLDS_OFF, *extra]
     log = out / f"mine-{folder.name}.log"
     with open(log, "w") as f:
         proc = subprocess.run(args, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT,
