@@ -6,7 +6,9 @@
 1. World corpus (seed, sizes fixed up front) under --world: COCO captions+instances, semseg val.
 2. Round 1: mining with the committed world CLIP (jobs/mine.py, conf/world/mine.yaml), proposals
    ``gt`` and ``superpixel``: pair precision (mask IoU ≥ 0.5 with an instance of the noun's
-   category), by kind (objects, backgrounds), and recall.
+   category), by kind (objects, backgrounds), and recall, each precision beside the chance of a
+   random candidate mask for the same pairs; every matching strategy replayed on the same
+   similarities (bench/pair_tables.py). Thresholds are off; ``--mine-only`` stops here.
 3. Tuning (jobs/tune_mpt.py, conf/world/tune_mpt.yaml) on the pairs mined from ``--tune-on``
    proposals (default ``gt``: the stand-in for a good class-agnostic proposal model): MPT with the
    CLIP frozen; full fine-tuning of the image tower; MPT on the fine-tuned tower (OVSeg's FT -> MPT,
