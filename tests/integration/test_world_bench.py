@@ -73,10 +73,12 @@ MINING_BUGS = {
     """, []),
     # the argmax taken over the wrong axis of the noun x mask matrix (best noun per mask used as a mask index)
     "transposed_argmax": ("ovseg.matching", """
+        _real = module._choose
         def _choose(sim, large, params):
+            _, evidence = _real(sim, large, params)
             per_mask = sim.masked_fill(~large[None], float("-inf")).argmax(dim=0)  # [N] noun indices
             n = sim.shape[1]
-            return [int(per_mask[min(i, n - 1)]) % n for i in range(sim.shape[0])], [{} for _ in range(sim.shape[0])]
+            return [int(per_mask[min(i, n - 1)]) % n for i in range(sim.shape[0])], evidence
         module._choose = _choose
     """, []),
     # the batched crop path cuts every box mirrored (start measured from the far edge)
