@@ -30,9 +30,13 @@ REPO = Path(__file__).resolve().parents[2]
 # Pair precision is judged against the precision of a random choice among the same candidate masks,
 # measured on the same shards in the same run (an audit found the world CLIP's object pairs with
 # best_mask at chance level: 0.239 vs 0.25): the bars are lifts over chance, not absolute levels.
+# Measured (one_to_one + context view, thresholds off): gt object lift 0.26 (0.517 vs chance 0.258),
+# all 0.30 (0.560 vs 0.256); superpixel all 0.15. Injected mining bugs: random scores 0.00 / 0.00,
+# mirrored batched crops -0.02 / 0.02, transposed argmax 0.21 / 0.13 (object / all: with gt masks the
+# masks come in the order the captions name their objects, so an index mix-up still hits often).
 MIN_OBJECT_LIFT_GT = 0.10  # object precision minus its chance, gt-mined pairs (default strategy)
-MIN_LIFT_GT = 0.15  # all pairs, gt: precision minus chance
-MIN_LIFT_SUPERPIXEL = 0.0  # superpixel pairs beat a random superpixel
+MIN_LIFT_GT = 0.20  # all pairs, gt: precision minus chance
+MIN_LIFT_SUPERPIXEL = 0.08  # superpixel pairs beat a random superpixel
 MIN_WHOLE_IMAGE_HIT = 0.85  # 16-way object hit@1 of the world CLIP on whole held-out images
 MIN_DOMAIN_GAP = 0.40  # whole-image hit@1 minus object crop accuracy: masked crops are out of domain
 MIN_MPT_GAIN = 0.05  # CLIP+MPT minus CLIP, masked-crop accuracy on held-out GT masks
@@ -59,7 +63,8 @@ BUGS = {
     """),
 }
 
-# Bugs in scoring, matching and the batched crop path: (module, code, extra bench/world.py arguments).
+# Bugs in scoring, matching and the batched crop path: (module, code, extra bench/world.py arguments,
+# the lifts each must push below their bars).
 # They only touch mining, so their runs stop after round 1 (--mine-only).
 MINING_BUGS = {
     # the image tower's features replaced by random unit vectors: scores that ignore the image
@@ -70,7 +75,7 @@ MINING_BUGS = {
             feats = _encode(*a, **kw)
             return torch.nn.functional.normalize(torch.randn_like(feats), dim=-1)
         module.encode_images = encode_images
-    """, []),
+    """, [], ("object", "all")),
     # the argmax taken over the wrong axis of the noun x mask matrix (best noun per mask used as a mask index)
     "transposed_argmax": ("ovseg.matching", """
         _real = module._choose
@@ -80,12 +85,12 @@ MINING_BUGS = {
             n = sim.shape[1]
             return [int(per_mask[min(i, n - 1)]) % n for i in range(sim.shape[0])], evidence
         module._choose = _choose
-    """, []),
+    """, [], ("all",)),
     # the batched crop path cuts every box mirrored (start measured from the far edge)
     "batched_crop_mirrored": ("ovseg.crops_batched", """
         _bm = module.bicubic_matrices
         module.bicubic_matrices = lambda start, length, size, *, full: _bm(full - start - length, length, size, full=full)
-    """, ["--mine-override", "crops.impl=batched"]),
+    """, ["--mine-override", "crops.impl=batched"], ("object", "all")),
 }
 
 # A sitecustomize that patches one module lazily, when some process first imports it (every
@@ -194,6 +199,8 @@ def test_a_broken_ovseg_falls_below_the_bars(bug, tmp_path):
 
 @pytest.mark.parametrize("bug", sorted(MINING_BUGS))
 def test_a_broken_miner_falls_to_chance(bug, tmp_path):
-    broken = _run_bench(tmp_path, bug, backends="gt", extra=["--mine-only", *MINING_BUGS[bug][2]])
+    _, _, extra, breaks = MINING_BUGS[bug]
+    broken = _run_bench(tmp_path, bug, backends="gt", extra=["--mine-only", *extra])
     lifts = {"object": _lift(broken, "gt", "thing"), "all": _lift(broken, "gt")}
-    assert lifts["object"] < MIN_OBJECT_LIFT_GT and lifts["all"] < MIN_LIFT_GT, lifts  # both bars break
+    bars = {"object": MIN_OBJECT_LIFT_GT, "all": MIN_LIFT_GT}
+    assert all(lifts[name] < bars[name] for name in breaks), (lifts, breaks)
