@@ -220,6 +220,14 @@ def verify_shard(out_url: str, index: int, storage_options: Optional[dict] = Non
     keys = {s["__key__"] for s in iter_tar(shard_url(out_url, index), collections.Counter(), storage_options)}
     if len(keys) != stats.get("pairs_written", len(keys)):
         return f"{len(keys)} pairs != marker's {stats['pairs_written']}"
+    for name, want in stats.get("files", {}).items():  # side files (index, candidates) the marker covers
+        try:
+            with fsspec.open(f"{out_url.rstrip('/')}/{name}", "rb", **(storage_options or {})) as f:
+                data = f.read()
+        except FileNotFoundError:
+            return f"{name} missing"
+        if len(data) != want["bytes"] or hashlib.sha256(data).hexdigest() != want["sha256"]:
+            return f"{name} differs from the marker's size / SHA-256"
     return None
 
 

@@ -211,9 +211,13 @@ def test_every_pair_carries_provenance_and_the_index_equals_the_tar(corpus, tmp_
     assert len(first["sim"]) == len(first["nouns"]) and len(first["sim"][0]) == len(first["masks"])
     # a stale index (one the marker does not describe) is refused
     index_file = tmp_path / "pairs" / "pairs-000000.parquet"
+    from pipelines.pairs.format import verify_shard
+
+    assert verify_shard(out, 0) is None
     index_file.write_bytes(index_file.read_bytes()[:-8] + b"PAR1PAR1")
     with pytest.raises(IndexMismatch):
         read_index(out, 0)
+    assert "parquet" in verify_shard(out, 0)
 
 
 def test_planted_duplicates_are_counted_not_mined_twice(tmp_path):
