@@ -53,6 +53,7 @@ class WorkUnit:
     source: str  # fsspec URL of the input file/shard
     start: int = 0  # first item (for partitions of a single big file such as COCO json)
     stop: Optional[int] = None  # one past the last item; None = to the end of ``source``
+    byte_range: Optional[tuple[int, int]] = None  # text URL lists: bytes [a, b) of ``source`` holding rows start..stop-1
 
 
 class SkipSample(Exception):

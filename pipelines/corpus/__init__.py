@@ -1,2 +1,3 @@
-"""Corpus readers (COCO Captions, WebDataset, parquet) that plan deterministic units of work and
-yield :class:`~pipelines.records.ImageRecord`\\ s, and image decoding (:mod:`.decode`)."""
+"""Corpus readers (COCO Captions, WebDataset, parquet, URL lists) that plan deterministic units of
+work and yield :class:`~pipelines.records.ImageRecord`\\ s, image downloading for URL lists
+(:mod:`.fetch`) and image decoding (:mod:`.decode`)."""

@@ -36,16 +36,28 @@ __all__ = [
 class CorpusConfig:
     """Where a corpus lives and how to read it (one section of the mining YAML)."""
 
-    format: str = "coco"  # 'coco' | 'webdataset' | 'parquet' (a key of READERS)
-    url: str = ""  # fsspec URL: COCO captions json; tar(s) (brace/glob/dir); parquet file(s)/dir
+    format: str = "coco"  # 'coco' | 'webdataset' | 'parquet' | 'urls' (a key of READERS)
+    url: str = ""  # fsspec URL: COCO captions json; tar(s) (brace/glob/dir); parquet file(s)/dir; urls: parquet/csv/tsv/jsonl list(s)
     images_url: Optional[str] = None  # COCO image folder; None = the folder of the json
     images_per_unit: int = 256  # COCO / parquet: images (rows) per unit of work
     image_column: str = "image"  # parquet: encoded bytes, or a struct with a 'bytes' field
     image_path_column: Optional[str] = None  # parquet: path relative to the file's folder, or URL
-    caption_column: str = "caption"  # parquet: str or list[str]
-    key_column: Optional[str] = None  # parquet: sample key; rows sharing it are one image
-    id_column: Optional[str] = None  # parquet: image id; groups rows when key_column is None
-    url_column: Optional[str] = "url"  # parquet: original image URL (ignored when absent)
+    caption_column: str = "caption"  # parquet / urls: str or list[str]
+    key_column: Optional[str] = None  # parquet: sample key; rows sharing it are one image; urls: the key (else <file>_<row>)
+    id_column: Optional[str] = None  # parquet: image id; groups rows when key_column is None; urls: the image id
+    url_column: Optional[str] = "url"  # parquet: original image URL (ignored when absent); urls: the URL to download
+    extra_columns: list[str] = field(default_factory=list)  # urls: columns carried into each record's meta["extra"]
+    list_columns: Optional[list[str]] = None  # urls: names of a CSV/TSV list's columns when it has no header line (CC3M: [caption, url])
+    download_threads: int = 16  # urls: parallel downloads per mining worker
+    download_connect_timeout: float = 5.0  # urls: seconds to open a connection
+    download_read_timeout: float = 10.0  # urls: seconds without a byte from the server
+    download_total_timeout: float = 60.0  # urls: seconds for one image's whole body
+    download_retries: int = 2  # urls: extra attempts after a 5xx or a timeout (nothing else is retried)
+    download_backoff: float = 0.5  # urls: seconds before the first retry, doubling
+    download_max_bytes: int = 20_000_000  # urls: larger bodies count as too_large
+    download_max_redirects: int = 5  # urls: redirect hops followed
+    download_opt_out: bool = True  # urls: skip images whose X-Robots-Tag says noai / noimageai / noindex
+    download_user_agent: Optional[str] = None  # urls: User-Agent header; None = "ovseg-mine/<version> (...)"
     max_caption_chars: int = 1000  # longer captions are cut at a word boundary
     storage_options: dict[str, Any] = field(default_factory=dict)  # passed to fsspec
     dedup: str = "off"  # off | phash: an image whose perceptual hash (imagehash.phash) was seen before in its unit is skipped as duplicate_image
@@ -72,6 +84,7 @@ _BUILTIN_MODULES = (
     "pipelines.corpus.coco",
     "pipelines.corpus.webdataset",
     "pipelines.corpus.parquet",
+    "pipelines.corpus.url_list",
 )
 
 

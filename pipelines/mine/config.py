@@ -98,11 +98,16 @@ class OutputSection:
     report: bool = True  # write report.{json,md} and contact_sheet.png at the end
     contact_sheet_pairs: int = 48  # pairs shown on the report's contact sheet
     candidates: bool = False  # also write pairs-%06d.candidates.jsonl.gz: every image's candidate masks (RLE), nouns and similarity matrix (chance baselines, strategy studies)
+    keep_images: bool = False  # urls corpus: also write the downloaded images as img2dataset tars (+ parquet, stats) to images_url
+    images_url: Optional[str] = None  # where keep_images writes; None = "<url>_images" (a sibling: pair readers search url for tars)
+    keep_images_max_side: Optional[int] = None  # keep_images: shrink images whose longer side exceeds N (JPEG, quality 95); None = as fetched
 
     def validate(self, prefix: str) -> None:
         check(bool(self.url), prefix + "url", "must be set")
         check(self.crop_size is None or self.crop_size >= 16, prefix + "crop_size", "must be >= 16")
         check(1 <= self.jpeg_quality <= 100, prefix + "jpeg_quality", "must be in 1..100")
+        check(self.keep_images_max_side is None or self.keep_images_max_side >= 16, prefix + "keep_images_max_side",
+              "must be >= 16")
 
 
 @dataclass(kw_only=True)
@@ -160,3 +165,5 @@ class MineConfig:
         check(0 <= self.corpus.dedup_max_distance <= 64, prefix + "corpus.dedup_max_distance", "must be in 0..64")
         for name, problem in self.matching.problems():  # the library owns the rules, the config names the key
             check(False, prefix + "matching." + name, problem)
+        check(not self.output.keep_images or self.corpus.format == "urls", prefix + "output.keep_images",
+              "only with corpus.format=urls (other corpora are stored already)")

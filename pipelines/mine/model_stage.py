@@ -34,6 +34,7 @@ from ovseg.matching import match_pairs
 from pipelines.corpus.base import build_reader
 from pipelines.mine.config import MineConfig
 from pipelines.mine.cpu_stage import CpuStage, DuplicateFilter, PreparedBatch, PreparedImage, merge_stats
+from pipelines.mine.kept_images import ImageKeeper, images_url_of
 from pipelines.mine.provenance import file_hash, noun_location, state_dict_hash
 from pipelines.pairs.format import (CANDIDATES_NAME, INDEX_NAME, PairMeta, index_bytes, index_row, mask_to_rle,
                                     pair_key, pair_sample)
@@ -117,7 +118,8 @@ class UnitMiner:
         }
 
     # ------------------------------------------------------------------ CPU side
-    def _record_batches(self, unit: WorkUnit, skips: Counter, times: StageTimes) -> Iterator[list[ImageRecord]]:
+    def _record_batches(self, unit: WorkUnit, skips: Counter, times: StageTimes, *,
+                        keep: ImageKeeper | None = None) -> Iterator[list[ImageRecord]]:
         size, batch = self.cfg.run.images_per_batch, []
         records = iter(self.reader.read_unit(unit, skips))
         while True:
@@ -125,6 +127,8 @@ class UnitMiner:
                 record = next(records, None)
             if record is None:
                 break
+            if keep is not None:
+                keep.add(record)
             batch.append(record)
             if len(batch) == size:
                 yield batch
@@ -132,11 +136,12 @@ class UnitMiner:
         if batch:
             yield batch
 
-    def _batches(self, unit: WorkUnit, skips: Counter, times: StageTimes) -> Iterator[PreparedBatch]:
+    def _batches(self, unit: WorkUnit, skips: Counter, times: StageTimes, *,
+                 keep: ImageKeeper | None = None) -> Iterator[PreparedBatch]:
         """Prepared batches of a unit in reading order; the CPU stage runs up to
         ``run.prefetch_batches`` ahead of the model. Waiting for a batch counts as ``wait``."""
         if self.cfg.run.prefetch_batches == 0:
-            for records in self._record_batches(unit, skips, times):
+            for records in self._record_batches(unit, skips, times, keep=keep):
                 with times("wait"):
                     batch = self.resolve(self.submit(records))
                 yield batch
@@ -147,7 +152,7 @@ class UnitMiner:
 
         def worker() -> None:
             try:
-                for records in self._record_batches(unit, skips, read_times):
+                for records in self._record_batches(unit, skips, read_times, keep=keep):
                     q.put(self.submit(records))
             except BaseException as err:  # re-raised in the consumer thread
                 q.put(err)
@@ -261,7 +266,7 @@ class UnitMiner:
             clip_model=self.clip.name, clip_prompt=self.cfg.clip.prompt,
             strategy=pair.strategy, evidence=pair.evidence, candidates=pair.candidates,
             mask_rle=mask_to_rle(item.masks[pair.mask_index]), caption_index=caption_index, noun_span=span,
-            image_sha256=item.image_sha256, **self.hashes,
+            image_sha256=item.image_sha256, **self.hashes, extra=item.record.meta.get("extra"),
         )
         key = pair_key(unit.index, item.record.key, pair.noun_index)
         self._index_rows.append(index_row(key, meta))
@@ -277,9 +282,13 @@ class UnitMiner:
         started = time.time()
         stats, times, read_skips = UnitStats(unit=unit.index, source=unit.source), StageTimes(), Counter()
         self._index_rows, self._candidates = [], []
-        with ShardWriter(self.cfg.output.url, unit.index, self.cfg.output.storage_options) as writer:
+        keep = (ImageKeeper(images_url_of(self.cfg.output.url, self.cfg.output.images_url), unit.index,
+                            self.cfg.output.storage_options, max_side=self.cfg.output.keep_images_max_side)
+                if self.cfg.output.keep_images else None)
+        with ShardWriter(self.cfg.output.url, unit.index, self.cfg.output.storage_options) as writer, \
+                _aborting(keep):
             duplicates = DuplicateFilter(self.cfg.corpus.dedup_max_distance) if self.cfg.corpus.dedup == "phash" else None
-            for batch in self._batches(unit, read_skips, times):
+            for batch in self._batches(unit, read_skips, times, keep=keep):
                 merge_stats(stats, batch.stats)
                 times.merge(batch.times)
                 if duplicates is not None:
@@ -303,6 +312,19 @@ class UnitMiner:
             if self.cfg.output.candidates:
                 lines = "".join(json.dumps(c) + "\n" for c in self._candidates).encode()
                 writer.add_side_file(CANDIDATES_NAME.format(unit.index), gzip.compress(lines, mtime=0))
+            if keep is not None:  # the images first: a committed pair shard always has them
+                keep.commit(read_skips, finished - started)
             writer.commit(result)
         # where this worker wrote it, as its file system sees it (the driver checks it is there)
         return dict(result, pairs_written=writer.count, output=writer.fs.unstrip_protocol(writer.path))
+
+
+@contextlib.contextmanager
+def _aborting(keep: ImageKeeper | None) -> Iterator[None]:
+    """Drop the partial kept-images tar when the unit fails."""
+    try:
+        yield
+    except BaseException:
+        if keep is not None:
+            keep.abort()
+        raise

@@ -132,6 +132,7 @@ def _markdown(report: dict[str, Any]) -> str:
         f"- units: {t['units']} committed ({report['mined_this_run']} this run, {len(report['failed'])} failed)",
         f"- images: {t['images']}, captions: {t['captions']}, nouns: {t['nouns']}, proposals: {t['proposals']}",
         f"- pairs: {t['pairs']} ({t['unique_nouns']} unique nouns)",
+        *_download_lines(report.get("downloads")),
         _all_runs_line(report.get("all_runs")),
         (f"- this run: {report['seconds']:.1f} s, {report['images_per_s']:.2f} images/s, {report['pairs_per_s']:.2f} pairs/s"
          + (f" ({report['mining_images_per_s']:.2f} images/s, {report['mining_pairs_per_s']:.2f} pairs/s after "
@@ -161,6 +162,14 @@ def _markdown(report: dict[str, Any]) -> str:
         lines += ["", "## Failed units (rerun to retry)", ""] + [f"- {k}: {v}" for k, v in report["failed"].items()]
     lines += ["", "![scores](score_hist.png)", "", "![pairs](contact_sheet.png)", ""]
     return "\n".join(lines)
+
+
+def _download_lines(downloads: dict[str, Any] | None) -> list[str]:
+    if not downloads or downloads["success_rate"] is None:
+        return []
+    failed = ", ".join(f"{k} {v}" for k, v in downloads["failed"].items()) or "none"
+    return [f"- downloads: {downloads['success_rate']:.1%} succeeded ({downloads['downloaded']} of "
+            f"{downloads['attempted']} URLs; failed: {failed})"]
 
 
 def _all_runs_line(all_runs: dict[str, Any] | None) -> str:
@@ -239,6 +248,10 @@ def write_report(out_url: str, run: RunResult, *, config: dict[str, Any], n_shee
         "config": redact(config),  # storage_options carry credentials
         "ground_truth": ground_truth,
     }
+    if config.get("corpus", {}).get("format") == "urls":  # URL lists: img2dataset's success rate
+        from pipelines.corpus.fetch import download_summary
+
+        report["downloads"] = download_summary(report["totals"]["images"], report["totals"]["skipped"])
     fs, root = url_to_fs(out_url, **(storage_options or {}))
     root = root.rstrip("/")
     with fs.open(f"{root}/report.json", "w") as f:

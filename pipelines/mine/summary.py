@@ -24,6 +24,8 @@ def closing_lines(result: Any, report: dict[str, Any] | None, out_url: str) -> l
                          "overall" + (f"; {report['mining_images_per_s']:.2f} images/s after start-up"
                                       if report.get("mining_images_per_s") else ""))
         lines.append(f"  skipped: {t['skipped'] or 'none'}")
+        if (downloads := report.get("downloads")) and downloads["success_rate"] is not None:
+            lines.append(f"  downloads: {downloads['success_rate']:.1%} of {downloads['attempted']} URLs succeeded")
         if report.get("ground_truth"):
             g = report["ground_truth"]
             chance = f" (a random candidate mask: {g['chance']['precision']:.3f})" if g.get("chance") else ""

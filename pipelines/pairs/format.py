@@ -105,6 +105,7 @@ class PairMeta:
     clip_hash: Optional[str] = None  # 12 hex digits of SHA-256: the CLIP checkpoint file, else the loaded state dict
     prompt_hash: Optional[str] = None  # 12 hex digits of SHA-256 of the tuned prompt export (clip_prompt)
     proposal_hash: Optional[str] = None  # 12 hex digits of SHA-256 of the proposal weights file (maskformer), else null
+    extra: Optional[dict] = None  # URL-list corpora: the row's corpus.extra_columns ({column: value}), else None
 
     def to_json(self) -> bytes:
         """The member's bytes (field order as declared)."""

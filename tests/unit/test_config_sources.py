@@ -22,7 +22,9 @@ PRESETS = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "conf").rglob("
 
 
 def _schema_of(preset: str) -> type:
-    return SCHEMAS[preset.rsplit("/", 1)[1].removesuffix(".yaml")]
+    """The job's schema: ``conf/<group>/<job>.yaml`` or a variant ``<job>_<what>.yaml`` (``mine_urls.yaml``)."""
+    stem = preset.rsplit("/", 1)[1].removesuffix(".yaml")
+    return SCHEMAS[max((k for k in SCHEMAS if stem == k or stem.startswith(k + "_")), key=len)]
 
 
 def _leaves(node, prefix: str = "") -> list[str]:
