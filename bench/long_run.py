@@ -8,7 +8,8 @@ proposals) on a local Ray with one actor, and samples the resident memory (RSS) 
 descriptors of the driver and the actor every half second. Prints and writes (``--json``):
 
 * RSS of each process after warm-up (the first ``--warmup`` share of the units) and at the end,
-  and the growth in between;
+  the growth in between, and its slope: MiB per 1000 images mined (least squares over the samples
+  after warm-up, and over their second half, when caches have settled and only a leak still grows);
 * open fds after warm-up, at the end and at most;
 * throughput (images/s per unit, from the units' own timings) of the first and the last tenth of
   the units after warm-up, and their ratio.
@@ -113,6 +114,18 @@ def _median(values: list[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
 
 
+def rss_slope_mb_per_1k(samples: list[Sample], units: list[dict]) -> float:
+    """Least-squares slope of RSS (MiB) against images mined (thousands) over ``samples``; the
+    images mined at a sample's time are interpolated between the units' completion times."""
+    done = np.cumsum([0] + [u["images"] for u in units]) / 1000.0
+    times = np.array([0.0] + [u["done_at"] for u in units])
+    x = np.interp([s.t for s in samples], times, done)
+    y = np.array([s.rss for s in samples], dtype=float) / 2**20
+    if len(samples) < 2 or np.ptp(x) == 0:
+        return float("nan")
+    return float(np.polyfit(x, y, 1)[0])
+
+
 def analyse(units: list[dict], samples: list[Sample], *, warmup: float = 0.2) -> dict:
     """Growth of RSS and fds after warm-up, per role, and throughput first vs last units."""
     n_warm = max(1, int(len(units) * warmup))
@@ -133,6 +146,8 @@ def analyse(units: list[dict], samples: list[Sample], *, warmup: float = 0.2) ->
             "rss_after_warmup_mb": round(rss0 / 2**20, 1), "rss_end_mb": round(rss1 / 2**20, 1),
             "rss_max_mb": round(max(s.rss for s in after) / 2**20, 1),
             "rss_growth_mb": round((rss1 - rss0) / 2**20, 1),
+            "rss_slope_mb_per_1k_images": round(rss_slope_mb_per_1k(after, units), 2),
+            "rss_late_slope_mb_per_1k_images": round(rss_slope_mb_per_1k(after[len(after) // 2:], units), 2),
             "fds_after_warmup": fds[0], "fds_end": fds[-1], "fds_max": max(fds), "fds_min": min(fds),
         }
     rest = units[n_warm:]

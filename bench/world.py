@@ -28,9 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -41,56 +39,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.world_eval import TunedRun, evaluate, load_models  # noqa: E402
-from bench.world_proposals import CHECKPOINT as MASKFORMER  # noqa: E402
-from bench.world_proposals import maskformer_seen_names, precision_table, recall_table, run_recall  # noqa: E402
-from bench.pair_tables import (THRESHOLDS_OFF, mining_table, quality_with_chance, strategy_rows,  # noqa: E402
-                               strategy_table, world_matching)
+from bench.pair_tables import (mining_table, quality_with_chance, strategy_rows, strategy_table,  # noqa: E402
+                               world_matching)
+from bench.world_mining import CHECKPOINT, ensure_world, mine, run_job, world_ground_truth  # noqa: E402
+from bench.world_recall import CHECKPOINT as MASKFORMER  # noqa: E402
+from bench.world_recall import maskformer_seen_names, precision_table, recall_table, run_recall  # noqa: E402
 from pipelines.world.categories import NAMES  # noqa: E402
-from pipelines.pairs.quality import GroundTruth  # noqa: E402
-from pipelines.world.generate import generate_split, image_id_of  # noqa: E402
+from pipelines.world.generate import image_id_of  # noqa: E402
 
-CHECKPOINT = ROOT / "assets/world_clip/world_clip.pt"
-MINE_CONF = ROOT / "conf/world/mine.yaml"
 TUNE_CONF = ROOT / "conf/world/tune_mpt.yaml"
 FINETUNE = ["optim.mode=finetune", "optim.lr=5e-5", "optim.weight_decay=0.2"]  # image tower, text frozen
-
-
-def ensure_world(world: Path, seed: int, n_train: int, n_val: int) -> None:
-    """Generate the corpus unless ``world/world_bench.json`` says it already has these settings."""
-    stamp = world / "world_bench.json"
-    want = {"seed": seed, "train": n_train, "val": n_val}
-    if stamp.exists() and json.loads(stamp.read_text()) == want:
-        return
-    if world.exists():
-        shutil.rmtree(world)
-    generate_split(world, seed, "train", n_train, formats=("coco",))
-    generate_split(world, seed, "val", n_val, formats=("coco", "semseg"))
-    stamp.write_text(json.dumps(want))
-
-
-def run_job(args: list[str], log_path: Path) -> None:
-    """Run a job script with this interpreter; its console output goes to ``log_path``."""
-    env = dict(os.environ, OMP_NUM_THREADS=str(torch.get_num_threads()))
-    with open(log_path, "w") as log:
-        proc = subprocess.run([sys.executable, *args], cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env=env)
-    if proc.returncode != 0:
-        raise SystemExit(f"{' '.join(args[:1])} failed (exit {proc.returncode}); see {log_path}")
-
-
-def mine(world: Path, out: Path, name: str, *, backend: str, units: int, checkpoint: Path,
-         prompt: str | None = None, extra: tuple[str, ...] = ()) -> Path:
-    """Run jobs/mine.py on the world's train split into ``out/pairs-<name>``; returns that folder."""
-    pairs = out / f"pairs-{name}"
-    if pairs.exists():
-        shutil.rmtree(pairs)
-    ann = world / "coco/annotations"
-    run_job(["jobs/mine.py", "--config", str(MINE_CONF),
-             f"corpus.url={ann / 'captions_train.json'}", f"corpus.images_url={world / 'coco/train'}",
-             f"corpus.images_per_unit={units}", f"proposals.backend={backend}",
-             f"proposals.instances_url={ann / 'instances_train.json'}", f"output.url={pairs}",
-             f"clip.checkpoint={checkpoint}", *([f"clip.prompt={prompt}"] if prompt else []),
-             "output.report=false", *THRESHOLDS_OFF, *extra], out / f"mine-{name}.log")
-    return pairs
 
 
 def tune(pairs: Path, out: Path, name: str, steps: int | None, extra: list[str], checkpoint: Path) -> dict:
@@ -166,8 +124,7 @@ def main(argv: list[str] | None = None) -> dict:
         return value
 
     timed("world", ensure_world, args.world, args.seed, args.train, args.val)
-    gt = GroundTruth(args.world / "coco/annotations/instances_train.json",
-                     args.world / "coco/annotations/captions_train.json")
+    gt = world_ground_truth(args.world, "train")
     train_ids = {image_id_of("train", i) for i in range(args.train)}
     mining, pairs, strategies = {}, {}, {}
 

@@ -23,13 +23,13 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
+from bench.world_mining import world_ground_truth
 from ovseg.clip import ClipBundle, TextEmbeddingCache, encode_images, load_clip
 from ovseg.crops import MaskedCrops, masked_crops, normalize
 from ovseg.metrics import ConfusionMatrix
 from ovseg.proposals import build_proposals
 from ovseg.segment import classify_crops, paint_label_map
 from pipelines.world.categories import CATEGORIES, IGNORE_LABEL, NAMES, THINGS
-from pipelines.pairs.quality import GroundTruth
 from pipelines.world.generate import image_id_of
 
 SUPERPIXEL = {"max_proposals": 48}  # as conf/world/mine.yaml (backend defaults otherwise)
@@ -99,7 +99,7 @@ def _ratio(hits: list[int]) -> float:
 @torch.no_grad()
 def evaluate(world: Path, n_val: int, models: list[Model]) -> dict:
     """Whole-image hit@1, GT-mask crop accuracy, two-stage mIoU and the two oracles on val."""
-    gt = GroundTruth(world / "coco/annotations/instances_val.json")
+    gt = world_ground_truth(world, "val", captions=False)
     proposer = build_proposals("superpixel", **SUPERPIXEL)
     c = len(CATEGORIES)
     name_to_id = {cat.name: cat.train_id for cat in CATEGORIES}

@@ -56,6 +56,13 @@ class ClipLoadError(RuntimeError):
     """Raised when a CLIP model cannot be built or its weights cannot be found."""
 
 
+class ClipWeightsUnavailable(ClipLoadError):
+    """The pretrained weights are neither cached nor downloadable: pass a local ``checkpoint``.
+
+    The caller knows where that setting lives (a config key, a flag) and adds it to the message.
+    """
+
+
 @dataclass
 class ClipBundle:
     """An open_clip model with what is needed to feed it.
@@ -112,7 +119,7 @@ class _DropRandomInitWarning(logging.Filter):
 
 
 @contextlib.contextmanager
-def _quiet_random_init(active: bool) -> Iterator[None]:
+def quiet_random_init(active: bool) -> Iterator[None]:
     """Silence open_clip's "Model initialized randomly" while building a model a checkpoint will fill."""
     if not active:
         yield
@@ -167,16 +174,16 @@ def load_clip(
 
         reason = unavailable_reason(model_name, tag)
         if reason is not None:
-            raise ClipLoadError(f"{reason}: download the weights elsewhere and set clip.checkpoint=/path/to/weights "
-                                "(or use the offline presets under conf/smoke/)")
+            raise ClipWeightsUnavailable(f"{reason}: download the weights elsewhere and pass their file "
+                                         "as the checkpoint")
     try:
-        with _quiet_random_init(checkpoint is not None):
+        with quiet_random_init(checkpoint is not None):
             model = open_clip.create_model(model_name, pretrained=tag, precision=precision, device=device)
     except Exception as err:  # open_clip raises RuntimeError / OSError / HF errors when offline
-        raise ClipLoadError(
+        raise ClipWeightsUnavailable(
             f"could not load pretrained weights {model_name}/{tag}: {err}. Real weights need either "
-            "network access to the model hub or a local file: download them elsewhere and set "
-            "clip.checkpoint=/path/to/weights (or use the offline presets under conf/smoke/)."
+            "network access to the model hub or a local file: download them elsewhere and pass their "
+            "file as the checkpoint"
         ) from err
     apply_conv_stem(model, model_name)
     if checkpoint is not None:

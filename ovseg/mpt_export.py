@@ -26,6 +26,7 @@ from typing import Any, Callable
 
 import torch
 
+from ovseg.atomic import save_torch
 from ovseg.mpt import MaskPromptCLIP
 
 log = logging.getLogger(__name__)
@@ -85,13 +86,8 @@ def describe(
 
 
 def save_prompt(export: PromptExport, path: str | Path) -> Path:
-    """Write the portable prompt file (``torch.save`` of plain containers)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(export.to_dict(), tmp)
-    tmp.replace(path)
-    return path
+    """Write the portable prompt file (``torch.save`` of plain containers, atomically)."""
+    return save_torch(export.to_dict(), path)
 
 
 def load_prompt(path: str | Path) -> PromptExport:

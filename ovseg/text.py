@@ -180,6 +180,21 @@ class NounExtractor:
             unions[i].update(dict.fromkeys(nouns))
         return [list(u) for u in unions]
 
+    def word_lemmas(self, texts: Sequence[Any]) -> list[list[tuple[str, str]]]:
+        """``(lower-case word, lemma)`` of every alphabetic token of each text, lemmatised as nouns are.
+
+        ``len(result) == len(texts)``; unusable texts give []. Plural-only names keep their
+        plural (``PLURALIA_TANTUM``), as in :meth:`extract`.
+        """
+        out: list[list[tuple[str, str]]] = [[] for _ in texts]
+        index = [i for i, t in enumerate(texts) if self.normalise(t)]
+        disable = [n for n in self.nlp.pipe_names if n in _UNUSED_COMPONENTS]
+        docs = self.nlp.pipe([self.normalise(texts[i]) for i in index], batch_size=self.batch_size,
+                             n_process=self.n_process, disable=disable)
+        for i, doc in zip(index, docs):
+            out[i] = [(tok.lower_, self._lemma(tok)) for tok in doc if tok.is_alpha]
+        return out
+
     # ---------------------------------------------------------------- internals
     def _extract_flat(self, captions: list[Any]) -> list[list[str]]:
         results: list[list[str]] = [[] for _ in captions]

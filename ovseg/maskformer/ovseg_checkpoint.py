@@ -243,9 +243,9 @@ def _check_clip(clip_state: dict[str, torch.Tensor], mask_embedding: torch.Tenso
     """The CLIP entries are exactly open_clip ``clip_model``'s state dict; the prompt fits its ViT."""
     import open_clip
 
-    from ovseg.clip import _quiet_random_init
+    from ovseg.clip import quiet_random_init
 
-    with _quiet_random_init(True), torch.device("meta"):
+    with quiet_random_init(True), torch.device("meta"):
         expected = open_clip.create_model(clip_model, device="meta").state_dict()
     missing = [k for k in expected if k not in clip_state]
     unexpected = [k for k in clip_state if k not in expected]
@@ -290,6 +290,7 @@ def write_clip_and_prompt(checkpoint: OVSegCheckpoint, out_dir: str | Path) -> P
     Returns the prompt file: ``clip.prompt=<it>`` makes mining score crops with OVSeg's own
     mask-prompted CLIP (``load_prompted_clip`` rebuilds ``checkpoint.clip_model`` from ``clip.pt``).
     """
+    from ovseg.atomic import save_torch
     from ovseg.mpt_export import PromptExport, save_prompt
 
     if checkpoint.mask_embedding is None:
@@ -297,9 +298,7 @@ def write_clip_and_prompt(checkpoint: OVSegCheckpoint, out_dir: str | Path) -> P
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     clip_state = dict(checkpoint.clip_state)
-    tmp = out / "clip.pt.tmp"
-    torch.save(clip_state, tmp)
-    tmp.replace(out / "clip.pt")
+    save_torch(clip_state, out / "clip.pt")
     width = int(clip_state["visual.class_embedding"].shape[0])
     patch = int(clip_state["visual.conv1.weight"].shape[-1])
     grid = math.isqrt(int(clip_state["visual.positional_embedding"].shape[0]) - 1)

@@ -13,7 +13,7 @@ from typing import Sequence
 import open_clip
 import torch
 
-from ovseg.clip import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, VILD_TEMPLATES, ClipBundle, TextEmbeddingCache, _quiet_random_init
+from ovseg.clip import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD, VILD_TEMPLATES, ClipBundle, TextEmbeddingCache, quiet_random_init
 
 COCO_STUFF_171: tuple[str, ...] = (
     'person', 'bicycle', 'car', 'motorcycle', 'airplane', 'bus', 'train', 'truck', 'boat', 'traffic light',
@@ -49,7 +49,7 @@ def embed_vocabulary(
 ) -> torch.Tensor:
     """``[K,D]`` prompt-ensembled, L2-normalised text embeddings of ``names`` with the CLIP ``clip_state``
     (open_clip config ``clip_model``), built on the meta device and given the tensors (no copy)."""
-    with _quiet_random_init(True), torch.device("meta"):
+    with quiet_random_init(True), torch.device("meta"):
         model = open_clip.create_model(clip_model, device="meta")
     model.load_state_dict(clip_state, strict=True, assign=True)
     context = model.attn_mask.shape[0]  # the text tower's causal mask is not saved: rebuild it

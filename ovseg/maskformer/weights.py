@@ -10,12 +10,12 @@ Format ``ovseg-maskformer/1``::
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ovseg.atomic import save_torch
 from ovseg.maskformer.config import spec_from_dict, spec_to_dict
 from ovseg.maskformer.model import OpenVocabMaskFormer, maskformer_from_state
 
@@ -26,13 +26,9 @@ FORMAT = "ovseg-maskformer/1"
 
 def save_maskformer(model: OpenVocabMaskFormer, path: str | Path, *, meta: dict[str, Any] | None = None) -> None:
     """Write ``model`` (spec + state dict) atomically: a temporary file renamed into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     payload = {"format": FORMAT, "spec": spec_to_dict(model.spec), "model": state, "meta": dict(meta or {})}
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    save_torch(payload, path)
 
 
 def is_maskformer_file(payload: dict[str, Any]) -> bool:

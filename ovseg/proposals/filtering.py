@@ -1,15 +1,10 @@
-"""Proposal filtering shared by the backends: mask IoU, small/huge-mask filtering, greedy de-duplication."""
+"""Proposal filtering, the one rule every backend and the mining pipeline use: area range,
+ranking by score, greedy de-duplication, top-k (:func:`select_proposals`)."""
 from __future__ import annotations
 
 import torch
 
-
-def mask_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """IoU between ``[N,P]`` and ``[M,P]`` bool masks (flattened pixels) → ``[N,M]`` float."""
-    af, bf = a.float(), b.float()
-    inter = af @ bf.T
-    union = af.sum(1, keepdim=True) + bf.sum(1)[None] - inter
-    return inter / union.clamp(min=1)
+from ovseg.masks import mask_iou
 
 
 def area_in_range(masks: torch.Tensor, *, min_frac: float = 0.0, max_frac: float = 1.0) -> torch.Tensor:
@@ -37,3 +32,19 @@ def greedy_dedup(masks: torch.Tensor, *, iou_threshold: float, max_keep: int | N
         if max_keep is not None and len(kept) >= max_keep:
             break
     return kept
+
+
+def select_proposals(masks: torch.Tensor, scores: torch.Tensor, *, keep: torch.Tensor | None = None,
+                     iou_threshold: float = 1.0, max_keep: int | None = None) -> torch.Tensor:
+    """Indices of the proposals kept, best first: the one selection rule.
+
+    Among ``keep`` (``[N]`` bool, e.g. :func:`area_in_range`; None = all), proposals are ranked by
+    ``scores`` (``[N]``, highest first, ties in the given order); a mask whose IoU with a better kept
+    one exceeds ``iou_threshold`` is dropped (``>= 1``: none is); at most ``max_keep`` are kept.
+    ``masks``: ``[N,H,W]`` or ``[N,P]`` bool. Returns ``[K]`` long.
+    """
+    index = keep.nonzero().flatten() if keep is not None else torch.arange(len(scores))
+    index = index[scores[index].argsort(descending=True, stable=True)]
+    if iou_threshold < 1.0:
+        return index[greedy_dedup(masks[index], iou_threshold=iou_threshold, max_keep=max_keep)]
+    return index if max_keep is None else index[:max_keep]

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from pycocotools import mask as mask_utils
 
+from ovseg.masks import decode_segmentation
 from ovseg.proposals.base import ImageContext, Proposals
 
 log = logging.getLogger(__name__)
@@ -86,13 +86,7 @@ class GroundTruthProposals:
             seg = ann.get("segmentation")
             if not seg:
                 continue
-            if isinstance(seg, list):
-                rle = mask_utils.merge(mask_utils.frPyObjects(seg, h, w))
-            elif isinstance(seg.get("counts"), list):
-                rle = mask_utils.frPyObjects(seg, h, w)
-            else:
-                rle = seg
-            masks.append(mask_utils.decode(rle).astype(bool))
+            masks.append(decode_segmentation(seg, h, w))
         return masks
 
     def _panoptic_masks(self, image_id: Any) -> list[np.ndarray]:

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from ovseg.maskformer.model import SIZE_DIVISIBILITY, OpenVocabMaskFormer
 from ovseg.proposals.base import ImageContext, Proposals
-from ovseg.proposals.filtering import area_in_range, greedy_dedup
+from ovseg.proposals.filtering import area_in_range, select_proposals
 
 log = logging.getLogger(__name__)
 
@@ -164,9 +164,7 @@ class MaskFormerProposals:
         masks = logits.sigmoid() > self.mask_threshold
         keep = area_in_range(masks, min_frac=self.min_area_frac, max_frac=self.max_area_frac)
         keep &= objectness >= self.min_objectness
-        index = keep.nonzero().flatten()
-        index = index[objectness[index].argsort(descending=True, stable=True)]
-        kept = index[greedy_dedup(masks[index], iou_threshold=self.dedup_iou, max_keep=self.max_proposals)]
+        kept = select_proposals(masks, objectness, keep=keep, iou_threshold=self.dedup_iou, max_keep=self.max_proposals)
         if len(kept) == 0:
             return Proposals.empty(*size)
         if tuple(size) != tuple(masks.shape[-2:]):

@@ -16,7 +16,7 @@ from skimage.segmentation import felzenszwalb
 from skimage.transform import resize
 
 from ovseg.proposals.base import ImageContext, Proposals
-from ovseg.proposals.filtering import greedy_dedup
+from ovseg.proposals.filtering import select_proposals
 
 
 @dataclass
@@ -62,8 +62,7 @@ class SuperpixelProposals:
             keep = ((frac >= self.min_area_frac) & (frac <= self.max_area_frac)).nonzero().flatten()
             segments.append(lab[None] == keep[:, None])  # [S,P] only for labels in the area range
         cand = torch.cat(segments)
-        cand = cand[cand.sum(1).argsort(descending=True, stable=True)]
-        kept = greedy_dedup(cand, iou_threshold=self.dedup_iou, max_keep=self.max_proposals)
+        kept = select_proposals(cand, cand.sum(1), iou_threshold=self.dedup_iou, max_keep=self.max_proposals)
         masks = cand[kept].view(len(kept), *small.shape[:2])
         if factor < 1.0 and len(kept):
             masks = F.interpolate(masks[:, None].float(), size=(h, w), mode="nearest")[:, 0] > 0.5

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from pipelines.config.load import check
 
@@ -25,6 +25,17 @@ class ClipSection:
     def validate(self, prefix: str) -> None:
         if self.checkpoint and "://" not in self.checkpoint:
             check(Path(self.checkpoint).exists(), prefix + "checkpoint", f"file not found: {self.checkpoint}")
+
+    def load(self, **kwargs: Any) -> Any:
+        """:func:`ovseg.clip.load_clip` of these weights (``kwargs``: device, precision); when the
+        weights are unavailable the error names the setting that fixes it."""
+        from ovseg.clip import ClipWeightsUnavailable, load_clip
+
+        try:
+            return load_clip(self.model, self.pretrained, self.checkpoint, **kwargs)
+        except ClipWeightsUnavailable as err:
+            raise ClipWeightsUnavailable(f"{err}: set clip.checkpoint=/path/to/weights "
+                                         "(or use the offline presets under conf/smoke/)") from err
 
 
 @dataclass(kw_only=True)

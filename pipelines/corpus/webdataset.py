@@ -32,7 +32,7 @@ from typing import Any, Iterator, Optional
 import fsspec
 
 from pipelines.corpus.base import CorpusConfig, register_reader
-from pipelines.storage.tar_safety import unsafe_member_reason
+from pipelines.storage.tar_safety import ended_cleanly, safe_file_members
 from pipelines.storage.urls import expand_urls
 from pipelines.records import ImageRecord, WorkUnit, clean_captions, sanitize_key
 
@@ -43,7 +43,6 @@ __all__ = ["WebDatasetReader", "IMAGE_EXTENSIONS", "split_member_name"]
 TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz")
 # First match wins when a sample holds several images.
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp", "ppm", "pgm", "tif", "tiff", "gif")
-_BLOCK = 512
 
 
 def split_member_name(name: str) -> tuple[str, str]:
@@ -88,13 +87,7 @@ class WebDatasetReader:
         n_done = 0
         try:
             with tarfile.open(fileobj=f, mode="r|*") as tar:
-                for member in tar:
-                    if unsafe := unsafe_member_reason(member):
-                        logger.warning("%s: refused tar member %r (%s)", url, member.name, unsafe)
-                        skips[unsafe] += 1
-                        continue
-                    if not member.isfile():
-                        continue
+                for member in safe_file_members(tar, skips, where=url):
                     member_key, ext = split_member_name(member.name)
                     if posixpath.basename(member_key).startswith((".", "__")) or not ext:
                         continue  # hidden / metadata files, WebDataset ignores them too
@@ -156,19 +149,6 @@ class WebDatasetReader:
             source_url=source_url if isinstance(source_url, str) else None,
             meta={"shard": shard, "image_ext": image_ext},
         )
-
-
-def ended_cleanly(tar: tarfile.TarFile) -> bool:
-    """True when iteration stopped on a zero block (the end-of-archive marker).
-
-    ``tarfile`` ends iteration silently when the data stops at, or inside, a member header; in
-    stream mode the stream position (decompressed bytes) then lies less than one block past the
-    last member, while a proper end marker puts it exactly one block past.
-    """
-    pos = getattr(tar.fileobj, "pos", None)  # tarfile._Stream
-    if not isinstance(pos, int):
-        return True
-    return pos - tar.offset >= _BLOCK
 
 
 def _is_truncation(e: BaseException) -> bool:

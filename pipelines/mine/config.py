@@ -63,6 +63,8 @@ class ProposalSection:
             check(bool(self.instances_url or self.panoptic_url), prefix + "instances_url",
                   "the gt backend needs instances_url and/or panoptic_url")
         check(self.max_proposals > 0, prefix + "max_proposals", "must be > 0")
+        check("max_proposals" not in self.options, prefix + "options.max_proposals",
+              f"set {prefix}max_proposals (the one top-k knob; the backend receives it)")
         if self.backend == "maskformer":
             check(bool(self.checkpoint), prefix + "checkpoint", "the maskformer backend needs a weight file")
             check(is_local(self.checkpoint) and Path(self.checkpoint).exists(), prefix + "checkpoint",

@@ -7,9 +7,10 @@ beside the model (``ray.cpu_workers_per_actor=0``) or in its own Ray workers
 (:mod:`pipelines.mine.driver`); both give the same batches, so the output does not depend on where
 it ran.
 
-Proposals are filtered here, before any CLIP work: top-k by score (``proposals.max_proposals``),
-optional IoU de-duplication (``proposals.dedup_iou``), and masks smaller than the matching area
-floor are dropped (they could never become a pair, so the pairs do not change).
+Proposals are filtered here, before any CLIP work, by :func:`ovseg.proposals.filtering.select_proposals`
+(the rule the backends use too): ranked by score, top-k (``proposals.max_proposals``, also handed to
+the backend as its ``max_proposals``), masks smaller than the matching area floor dropped (they could
+never become a pair, so the pairs do not change), optional IoU de-duplication (``proposals.dedup_iou``).
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ import numpy as np
 import torch
 
 from ovseg.proposals import ImageContext, Proposals, build_proposals, propose_batch
-from ovseg.proposals.filtering import greedy_dedup
+from ovseg.proposals.filtering import select_proposals
 from ovseg.text import NounExtractor
 from pipelines.corpus.decode import decode_image, read_bytes
 from pipelines.mine.provenance import sha256_hex
@@ -53,10 +54,22 @@ def build_proposal_backend(cfg: MineConfig):
         if cfg.proposals.panoptic_root:
             root = cfg.proposals.panoptic_root.rstrip("/")
             options.setdefault("read_file", functools.partial(_read_under, root, storage))
+    if _takes_option(cfg.proposals.backend, "max_proposals"):
+        options["max_proposals"] = cfg.proposals.max_proposals  # the one knob (options may not restate it)
     if cfg.proposals.backend == "maskformer":
         options.setdefault("checkpoint", cfg.proposals.checkpoint)
         options.setdefault("device", cfg.run.device)
     return build_proposals(cfg.proposals.backend, **options)
+
+
+def _takes_option(backend: str, name: str) -> bool:
+    """Does the registered backend's builder take the keyword option ``name`` (or any keyword)."""
+    import inspect
+
+    from ovseg.proposals import PROPOSAL_REGISTRY
+
+    params = inspect.signature(PROPOSAL_REGISTRY[backend]).parameters.values()
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 def _read_under(root: str, storage_options: dict[str, Any], name: str) -> bytes:
@@ -197,9 +210,7 @@ class CpuStage:
         """Fill ``item``'s filtered proposals; False (and counted) when none is left to score."""
         pixels = item.pixels
         section = self.cfg.proposals
-        index = torch.arange(len(props))
-        if len(props) > section.max_proposals:
-            index = props.scores.argsort(descending=True, stable=True)[: section.max_proposals]
+        index = select_proposals(props.masks, props.scores, max_keep=section.max_proposals)
         stats.proposals += len(index)
         masks = props.masks[index]
         if masks.dtype != torch.bool:
@@ -215,10 +226,6 @@ class CpuStage:
         if not bool(keep.any()):  # what matching would reject: every noun lacks a large mask
             stats.rejected["no_large_mask"] += len(item.nouns)
             return False
-        kept = keep.nonzero().flatten()
-        if section.dedup_iou < 1.0:
-            order = props.scores[index][kept].argsort(descending=True, stable=True)
-            ranked = kept[order]
-            kept = ranked[greedy_dedup(masks[ranked], iou_threshold=section.dedup_iou)].sort().values
+        kept = select_proposals(masks, props.scores[index], keep=keep, iou_threshold=section.dedup_iou)
         item.masks, item.scores, item.proposal_index = masks[kept], props.scores[index][kept], index[kept]
         return True

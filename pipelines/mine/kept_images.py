@@ -28,6 +28,7 @@ from PIL import Image, ImageOps
 
 from pipelines.corpus.fetch import download_summary
 from pipelines.records import ImageRecord
+from pipelines.storage.atomic import AtomicFile, write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +74,8 @@ class ImageKeeper:
         for stale in (f"{self.stem}_stats.json", f"{self.stem}.tar", f"{self.stem}.parquet"):
             if self.fs.exists(stale):
                 self.fs.rm(stale)
-        self._file = self.fs.open(f"{self.stem}.tar.tmp", "wb")
-        self._tar = wds.TarWriter(self._file, encoder=False, mtime=1.0)
+        self._target = AtomicFile(f"{self.stem}.tar", fs=self.fs)
+        self._tar = wds.TarWriter(self._target.file, encoder=False, mtime=1.0)
         self.rows: list[dict[str, Any]] = []
         self.max_side = max_side
         self._closed = False
@@ -103,36 +104,27 @@ class ImageKeeper:
 
     def commit(self, skipped: Counter, seconds: float) -> None:
         """Close and rename the tar, then write the parquet and the stats (img2dataset's names)."""
-        self._close()
-        self.fs.mv(f"{self.stem}.tar.tmp", f"{self.stem}.tar")
+        self._closed = True
+        self._tar.close()
+        self._target.commit()
         table = pa.Table.from_pylist(self.rows, schema=pa.schema([
             ("key", pa.string()), ("url", pa.string()), ("caption", pa.string()), ("status", pa.string()),
             ("error_message", pa.string()), ("width", pa.int64()), ("height", pa.int64())]))
         buf = io.BytesIO()
         pq.write_table(table, buf)
-        self._write(f"{self.stem}.parquet", buf.getvalue())
+        write_bytes(f"{self.stem}.parquet", buf.getvalue(), fs=self.fs)
         summary = download_summary(len(self.rows), dict(skipped))
         stats = {"count": summary["attempted"], "successes": len(self.rows),
                  "failed_to_download": sum(summary["failed"].values()), "failed_to_resize": 0,
                  "duration": seconds, "status_dict": {"success": len(self.rows), **summary["failed"]}}
-        self._write(f"{self.stem}_stats.json", json.dumps(stats, indent=1).encode())
+        write_bytes(f"{self.stem}_stats.json", json.dumps(stats, indent=1).encode(), fs=self.fs)
 
     def abort(self) -> None:
         """Drop the partial tar (a no-op after :meth:`commit`)."""
         if self._closed:
             return
-        try:
-            self._close()
-        finally:
-            if self.fs.exists(f"{self.stem}.tar.tmp"):
-                self.fs.rm(f"{self.stem}.tar.tmp")
-
-    def _close(self) -> None:
         self._closed = True
-        self._tar.close()
-        self._file.close()
-
-    def _write(self, path: str, data: bytes) -> None:
-        with self.fs.open(path + ".tmp", "wb") as f:
-            f.write(data)
-        self.fs.mv(path + ".tmp", path)
+        try:
+            self._tar.close()
+        finally:
+            self._target.abort()

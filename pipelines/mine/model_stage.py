@@ -53,8 +53,7 @@ def load_scoring_clip(cfg: MineConfig, device: torch.device) -> tuple[ClipBundle
     with (``ovseg.mpt_export``), so a prompt always meets the tower it was trained on.
     """
     if not cfg.clip.prompt:
-        return load_clip(cfg.clip.model, cfg.clip.pretrained, cfg.clip.checkpoint, device=device,
-                         precision=cfg.clip.precision), None
+        return cfg.clip.load(device=device, precision=cfg.clip.precision), None
     prompted, bundle = load_prompted_clip(cfg.clip.prompt, load_clip, device=str(device))
     prompted.eval()
     bundle.model = prompted.clip

@@ -193,12 +193,14 @@ def ground_truth_check(out_url: str, instances_url: str, captions_url: str | Non
     """``(precision/recall of the shards, judge of one sampled pair)`` against COCO instances.
 
     The annotations are corpus-side (``corpus_storage_options``), the shards output-side
-    (``storage_options``). ``judge(pair)`` takes a :func:`sample_pairs` item and returns ``None``
-    when it is right, else the reason it is wrong.
+    (``storage_options``). A noun counts for a category through its lemma or COCO's synonym map
+    (:func:`pipelines.pairs.quality.coco_synonyms`). ``judge(pair)`` takes a :func:`sample_pairs`
+    item and returns ``None`` when it is right, else the reason it is wrong.
     """
-    from pipelines.pairs.quality import GroundTruth, MinedPair, mining_quality, pair_mask
+    from pipelines.pairs.quality import GroundTruth, MinedPair, coco_synonyms, mining_quality, pair_mask
 
-    gt = GroundTruth(instances_url, captions_url, storage_options=corpus_storage_options)
+    # COCO's synonym map ("man" -> person); entries naming categories the file lacks are ignored
+    gt = GroundTruth(instances_url, captions_url, storage_options=corpus_storage_options, synonyms=coco_synonyms())
 
     def judge(pair: dict[str, Any]) -> str | None:
         mined = MinedPair(key=pair["key"], meta=pair["meta"], mask=pair["mask"])

@@ -31,7 +31,7 @@ import fsspec
 from fsspec.core import url_to_fs
 
 from pipelines.records import SkipSample
-from pipelines.storage.tar_safety import unsafe_member_reason
+from pipelines.storage.tar_safety import ended_cleanly, safe_file_members
 from pipelines.storage.urls import basename, expand_urls, parent_url
 
 log = logging.getLogger(__name__)
@@ -312,18 +312,10 @@ def iter_tar(url: str, skips: collections.Counter, storage_options: Optional[dic
     without its end-of-archive marker (cut at a member boundary) as ``truncated_shard``; the
     samples read before the break are kept.
     """
-    from pipelines.corpus.webdataset import ended_cleanly
-
     current: dict | None = None
     try:
         with fsspec.open(url, "rb", **(storage_options or {})) as raw, tarfile.open(fileobj=raw, mode="r|*") as tar:
-            for member in tar:
-                if unsafe := unsafe_member_reason(member):
-                    log.warning("shard %s: refused member %r (%s)", url, member.name, unsafe)
-                    skips[unsafe] += 1
-                    continue
-                if not member.isfile():
-                    continue
+            for member in safe_file_members(tar, skips, where=f"shard {url}"):
                 key, _, ext = PurePosixPath(member.name).name.partition(".")
                 if current is not None and current["__key__"] != key:
                     yield current

@@ -153,7 +153,10 @@ class PairStream(IterableDataset):
         batch_size: per-rank batch size; the last finite batch may be smaller.
         image_size / mean / std: decoding (see :func:`decode_pair`).
         rank / world_size: this process among the trainers.
-        seed: shuffling seed (use a different one after a resume to get a fresh order).
+        seed: shuffling seed.
+        skip_batches: batches of the loader to pass over first (a resumed run continues the exact
+            order of an uninterrupted one); with data loader workers, batch ``i`` is worker
+            ``i % workers``'s, so each worker skips its share. Skipped samples are still read.
         shuffle_buffer: samples held for shuffling (0 = off).
         holdout_percent / split: keep ``"train"`` (not held out), ``"eval"`` (held out) or
             ``"all"`` samples.
@@ -174,6 +177,7 @@ class PairStream(IterableDataset):
         infinite: bool = True,
         holdout_percent: float = 0.0,
         split: str = "all",
+        skip_batches: int = 0,
     ) -> None:
         super().__init__()
         if split not in ("train", "eval", "all"):
@@ -187,6 +191,7 @@ class PairStream(IterableDataset):
         self.shuffle_buffer = shuffle_buffer if infinite else 0
         self.infinite = infinite
         self.holdout_percent, self.split = holdout_percent, split
+        self.skip_batches = skip_batches
 
     def _consumer(self) -> tuple[int, int, int]:
         info = get_worker_info()
@@ -257,7 +262,17 @@ class PairStream(IterableDataset):
         yield from buffer
 
     def __iter__(self) -> Iterator[dict]:
-        consumer, _, _ = self._consumer()
+        consumer, _, worker = self._consumer()
+        info = get_worker_info()
+        workers = info.num_workers if info is not None else 1
+        to_skip = max(0, -(-(self.skip_batches - worker) // workers))  # batches worker, worker + workers, ...
+        for batch in self._batches(consumer):
+            if to_skip:
+                to_skip -= 1
+                continue
+            yield batch
+
+    def _batches(self, consumer: int) -> Iterator[dict]:
         rng = random.Random(f"{self.seed}/consumer{consumer}")
         skips: collections.Counter = collections.Counter()
         images, masks, nouns, keys = [], [], [], []
@@ -274,7 +289,7 @@ class PairStream(IterableDataset):
             if len(images) == self.batch_size:
                 yield _batch(images, masks, nouns, keys=keys, skips=skips)
                 images, masks, nouns, keys = [], [], [], []
-                skips = collections.Counter()
+                skips.clear()  # the same Counter: the shard readers count into it too
         if images or skips:
             yield _batch(images, masks, nouns, keys=keys, skips=skips)
 

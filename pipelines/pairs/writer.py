@@ -17,8 +17,10 @@ import fsspec
 import webdataset as wds
 from fsspec.core import url_to_fs
 
+from ovseg.atomic import temporary_path
 from pipelines.pairs.format import (SHARD_NAME, SIZES_NAME, STATS_NAME, committed_indices, list_sizes, marker_matches,
                                    sizes_of)
+from pipelines.storage.atomic import AtomicFile, write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -38,13 +40,6 @@ class _CountingFile:
         self.raw.close()
 
 
-def _write_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
-    tmp = path + ".tmp"
-    with fs.open(tmp, "wb") as f:
-        f.write(data)
-    fs.mv(tmp, path)
-
-
 class ShardWriter:
     """Writes one unit's pairs into ``pairs-%06d.tar`` and commits it with its stats.
 
@@ -57,7 +52,7 @@ class ShardWriter:
         self.root = root.rstrip("/")
         self.index = index
         self.path = f"{self.root}/{SHARD_NAME.format(index)}"
-        self.tmp_path = self.path + ".tmp"
+        self.tmp_path = temporary_path(self.path)
         self.stats_path = f"{self.root}/{STATS_NAME.format(index)}"
         self.count = 0
         self._side: dict[str, bytes] = {}
@@ -65,7 +60,8 @@ class ShardWriter:
         for stale in (self.stats_path, self.path, self.tmp_path):
             if self.fs.exists(stale):
                 self.fs.rm(stale)
-        self._file = _CountingFile(self.fs.open(self.tmp_path, "wb"))
+        self._target = AtomicFile(self.path, fs=self.fs)
+        self._file = _CountingFile(self._target.file)
         self._tar = wds.TarWriter(self._file, encoder=False, mtime=1.0)
 
     def write(self, sample: dict[str, Any]) -> None:
@@ -89,26 +85,23 @@ class ShardWriter:
         same for every side file (``files: {name: {"bytes", "sha256"}}``).
         """
         self._tar.close()
-        self._file.close()
-        self.fs.mv(self.tmp_path, self.path)
+        self._target.commit()
         files = {}
         for name, data in self._side.items():
-            _write_atomic(self.fs, f"{self.root}/{name}", data)
+            write_bytes(f"{self.root}/{name}", data, fs=self.fs)
             files[name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         payload = dict(stats, pairs_written=self.count, tar_bytes=self._file.size,
                        tar_sha256=self._file.digest.hexdigest())
         if files:
             payload["files"] = files
-        _write_atomic(self.fs, self.stats_path, json.dumps(payload, indent=1, sort_keys=True).encode())
+        write_bytes(self.stats_path, json.dumps(payload, indent=1, sort_keys=True).encode(), fs=self.fs)
 
     def abort(self) -> None:
         """Drop the partial tar."""
         try:
             self._tar.close()
-            self._file.close()
         finally:
-            if self.fs.exists(self.tmp_path):
-                self.fs.rm(self.tmp_path)
+            self._target.abort()
 
     def __enter__(self) -> "ShardWriter":
         return self
@@ -144,7 +137,7 @@ def write_sizes(out_url: str, stats: dict[int, dict], storage_options: dict[str,
     fs, root = url_to_fs(out_url, **(storage_options or {}))
     sizes = sizes_of({i: s.get("pairs_written", s.get("pairs", 0)) for i, s in stats.items()})
     fs.makedirs(root, exist_ok=True)
-    _write_atomic(fs, f"{root.rstrip('/')}/{SIZES_NAME}", json.dumps(sizes, indent=1).encode())
+    write_bytes(f"{root.rstrip('/')}/{SIZES_NAME}", json.dumps(sizes, indent=1).encode(), fs=fs)
     return sizes
 
 

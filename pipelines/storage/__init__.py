@@ -1,2 +1,3 @@
-"""Where bytes live: fsspec URL handling (:mod:`.urls`), safe tar member rules (:mod:`.tar_safety`)
-and secret redaction before anything is written (:mod:`.redact`). No wing-specific format here."""
+"""Where bytes live: fsspec URL handling (:mod:`.urls`), the one atomic write (:mod:`.atomic`), safe
+tar reading for every tar walker (:mod:`.tar_safety`: refused members, end-of-archive check) and
+secret redaction before anything is written (:mod:`.redact`). No wing-specific format here."""

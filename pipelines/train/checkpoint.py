@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import random
 import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from ovseg.atomic import atomic_open, save_torch
 
 log = logging.getLogger(__name__)
 
@@ -48,24 +48,6 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
     return found[-1][1] if found else None
 
 
-def save_atomic(obj: Any, path: str | Path) -> Path:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
-
-
 def digest_path(path: str | Path) -> Path:
     """Where the SHA-256 of checkpoint ``path`` is kept."""
     return Path(f"{path}.sha256")
@@ -80,11 +62,11 @@ def _sha256(path: Path) -> str:
 
 
 def save_checkpoint(state: dict, path: str | Path) -> Path:
-    """:func:`save_atomic` plus the checkpoint's SHA-256 next to it (written second, also atomically)."""
-    path = save_atomic(state, path)
-    tmp = digest_path(path).with_suffix(".sha256.tmp")
-    tmp.write_text(_sha256(path) + "\n")
-    os.replace(tmp, digest_path(path))
+    """``torch.save`` atomically (:func:`ovseg.atomic.save_torch`) plus the checkpoint's SHA-256 next
+    to it (written second, also atomically)."""
+    path = save_torch(state, path)
+    with atomic_open(digest_path(path)) as f:
+        f.write((_sha256(path) + "\n").encode())
     return path
 
 

@@ -94,8 +94,7 @@ def evaluate_shards(cfg, world: World) -> dict:
         model, bundle = load_prompted_clip(cfg.prompt_file, load_clip, device=str(world.device))
         name = f"{bundle.name}/{bundle.pretrained or bundle.checkpoint}"
     else:
-        bundle = load_clip(cfg.clip.model, pretrained=cfg.clip.pretrained, checkpoint=cfg.clip.checkpoint,
-                           device=world.device)
+        bundle = cfg.clip.load(device=world.device)
         model = MaskPromptCLIP(bundle.model, depth=1, init="zeros").to(world.device)
         name = f"{cfg.clip.model}/{cfg.clip.pretrained or cfg.clip.checkpoint}"
     bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and world.device.type == "cuda")

@@ -5,9 +5,11 @@ exports and ``summary.json``. Console output belongs to the caller: progress is 
 a :class:`Reporter` (the job puts a tqdm bar behind it on rank 0).
 
 Resume restores the trainable tensors, optimizer, schedule, step, sample count, every rank's RNG
-state (same world size) and the "before" evaluation. The data stream is infinite and restarts with
-the seed ``run.seed + 7919 * step``: a resumed run sees a fresh shuffle, not the exact sample order
-an uninterrupted run would have seen.
+state (same world size) and the "before" evaluation. The data stream is infinite and seeded with
+``run.seed``; a resumed run passes over the ``step × grad_accum`` batches already trained on (read
+again, not trained on), so stop + resume gives the weights of an uninterrupted run (same world
+size and data loader workers). Checkpoint cadence, logging and optimizer groups:
+:mod:`pipelines.train.base`.
 """
 from __future__ import annotations
 
@@ -18,30 +20,24 @@ import logging
 import math
 import time
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ovseg import mpt_export
-from pipelines.config.load import as_dict
+from ovseg.atomic import save_torch
 from pipelines.pairs.stream import make_loader
-from pipelines.storage.redact import redact
 from pipelines.train import checkpoint as ckpt
 from pipelines.train import setup
+from pipelines.train.base import Reporter, TrainerBase
 from pipelines.train.config import TuneConfig
-from pipelines.train.dist import World, all_gather_objects, all_sum, barrier, gather_with_local_grad
+from pipelines.train.dist import World, all_gather_objects, all_sum, gather_with_local_grad
 from pipelines.train.evaluate import crop_accuracy
 from pipelines.train.losses import contrastive_loss, vocab_ce_loss
 
 log = logging.getLogger(__name__)
-
-
-class Reporter(Protocol):
-    def start(self, total: int, initial: int) -> None: ...
-    def step(self, step: int, metrics: dict[str, float]) -> None: ...
-    def close(self) -> None: ...
 
 
 class _Forward(nn.Module):
@@ -62,12 +58,11 @@ def _autocast(cfg: TuneConfig, device: torch.device):
     return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
 
 
-class Tuner:
+class Tuner(TrainerBase):
     """One tuning run in one process; build, then call :meth:`run`."""
 
     def __init__(self, cfg: TuneConfig, world: World, reporter: Reporter | None = None) -> None:
-        self.cfg, self.world, self.reporter = cfg, world, reporter
-        self.out = Path(cfg.run.out_dir)
+        super().__init__(cfg, world, reporter)
         torch.manual_seed(cfg.run.seed + world.rank)
         self.plan = setup.plan_data(cfg, world)  # fails fast on missing shards
         self.model, self.bundle = setup.build_model(cfg, world.device)
@@ -78,14 +73,9 @@ class Tuner:
         self.autocast = _autocast(cfg, world.device)
         self.train_text = setup.text_cache(self.bundle, cfg.loss.text_prompt)
         self.eval_text = setup.text_cache(self.bundle, "vild" if cfg.eval.templates == "vild" else "noun")
-        self.step, self.samples, self.results = 0, 0, {}
+        self.results: dict[str, Any] = {}
         self.skips: collections.Counter = collections.Counter()
         self.damaged_checkpoints: list[str] = []  # newer checkpoints skipped on resume (damaged)
-        self.writer = None
-        if world.is_main and cfg.run.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(self.out / "tensorboard"))
 
     # ---------------------------------------------------------------- state
     def resume(self) -> None:
@@ -101,29 +91,13 @@ class Tuner:
         with torch.no_grad():
             for name, value in state["trainable"].items():
                 self.trainable[name].copy_(value)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["scheduler"])
-        self.step, self.samples = state["step"], state["samples"]
         self.results = dict(state.get("results", {}))
-        if state.get("world_size") == self.world.size:
-            ckpt.set_rng_state(state["rng"][self.world.rank])
-        else:
-            log.warning("world size changed (%s -> %d): RNG state not restored",
-                        state.get("world_size"), self.world.size)
-        log.info("resumed from %s at step %d", source, self.step)
+        self.restore_state(source, state)
 
     def save(self) -> None:
-        """Checkpoint (rank 0 writes; every rank contributes its RNG state)."""
-        rng = all_gather_objects(ckpt.rng_state(), self.world)
-        if self.world.is_main:
-            state = {"format": ckpt.FORMAT, "step": self.step, "samples": self.samples,
-                     "trainable": {n: p.detach().cpu() for n, p in self.trainable.items()},
-                     "optimizer": self.optimizer.state_dict(), "scheduler": self.schedule.state_dict(),
-                     "rng": rng, "world_size": self.world.size, "config": redact(as_dict(self.cfg)),
-                     "results": self.results}
-            ckpt.save_checkpoint(state, ckpt.checkpoint_path(self.out, self.step))
-            ckpt.prune(self.out, self.cfg.run.keep_last)
-        barrier(self.world)
+        """Checkpoint: the trainable tensors and the results so far, plus the common state."""
+        self.save_state(ckpt.FORMAT, {"trainable": {n: p.detach().cpu() for n, p in self.trainable.items()},
+                                      "results": self.results})
 
     def evaluate(self, use_prompt: bool) -> dict[str, float] | None:
         stream = setup.eval_stream(self.cfg, self.plan, self.bundle, world=self.world)
@@ -160,7 +134,8 @@ class Tuner:
         ddp = world.distributed and bool(self.trainable)
         if ddp:
             net = DistributedDataParallel(net, device_ids=[world.device.index] if world.device.type == "cuda" else None)
-        stream = setup.train_stream(cfg, self.plan, self.bundle, world=world, seed=cfg.run.seed + 7919 * self.step)
+        stream = setup.train_stream(cfg, self.plan, self.bundle, world=world, seed=cfg.run.seed,
+                                    skip_batches=self.step * cfg.optim.grad_accum)
         batches = iter(make_loader(stream, cfg.data.workers))
         stop = min(self.plan.total_steps, cfg.run.stop_at or self.plan.total_steps)
         history: list[float] = []
@@ -191,12 +166,12 @@ class Tuner:
             metrics = {"loss": loss, "acc": acc, "lr": lr,
                        "logit_scale": float(self.model.logit_scale.detach().exp()),
                        "samples_per_s": len(history) * self.plan.global_batch / max(seconds, 1e-9)}
-            self._log(metrics, stop)
+            self.log_step(metrics, stop)
             if cfg.eval.every_steps and self.step % cfg.eval.every_steps == 0 and self.step < stop:
                 result = self.results[f"eval_step_{self.step}"] = self.evaluate(self.use_prompt)
                 if self.writer and result:
                     self.writer.add_scalar("eval/top1", result["top1"], self.step)
-            if self.step % cfg.run.save_every == 0 or self.step == stop:
+            if self.save_due(stop):
                 self.save()
         if self.reporter:
             self.reporter.close()
@@ -204,13 +179,6 @@ class Tuner:
         return {"loss_history": history, "first_loss": history[0] if history else None,
                 "last_loss": history[-1] if history else None, "train_seconds": seconds,
                 "samples_per_s": len(history) * self.plan.global_batch / max(seconds, 1e-9)}
-
-    def _log(self, metrics: dict[str, float], stop: int) -> None:
-        if self.writer and (self.step % self.cfg.run.log_every == 0 or self.step == stop):
-            for key, value in metrics.items():
-                self.writer.add_scalar(f"train/{key}", value, self.step)
-        if self.reporter:
-            self.reporter.step(self.step, metrics)
 
     # ---------------------------------------------------------------- the run
     def run(self) -> dict[str, Any]:
@@ -264,7 +232,7 @@ def export(cfg: TuneConfig, model: nn.Module, out: Path) -> dict[str, str]:
     if cfg.optim.mode != "mpt" or cfg.clip.checkpoint or not cfg.clip.pretrained:
         clip_sd = {k: v.detach().cpu() for k, v in model.clip.state_dict().items()}
         clip_file = "clip_weights.pt"
-        ckpt.save_atomic(clip_sd, folder / clip_file)
+        save_torch(clip_sd, folder / clip_file)
         paths["clip"] = str(folder / clip_file)
     use_prompt = cfg.optim.mode != "finetune"
     if use_prompt:

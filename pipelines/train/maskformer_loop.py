@@ -19,15 +19,15 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ovseg.clip import VILD_TEMPLATES, TextEmbeddingCache, load_clip
+from ovseg.atomic import save_torch
+from ovseg.clip import VILD_TEMPLATES, TextEmbeddingCache
 from ovseg.maskformer.config import get_spec
 from ovseg.maskformer.losses import set_criterion
 from ovseg.maskformer.model import build_maskformer
 from ovseg.maskformer.weights import load_maskformer, save_maskformer
-from pipelines.config.load import as_dict
 from pipelines.train import checkpoint as ckpt
-from pipelines.train.dist import World, all_gather_objects, all_sum, barrier
-from pipelines.train.loop import Reporter
+from pipelines.train.base import Reporter, TrainerBase, param_groups
+from pipelines.train.dist import World, all_sum
 from pipelines.train.maskformer_config import TrainMaskFormerConfig
 from pipelines.train.segments import SegmentDataset, endless_batches
 from pipelines.train.setup import build_schedule
@@ -40,7 +40,7 @@ LOGGED = ("loss", "loss_ce", "loss_mask", "loss_dice")
 
 def vocabulary_embeddings(cfg: TrainMaskFormerConfig, names: list[str]) -> torch.Tensor:
     """``[K,D]`` L2-normalised CLIP text embeddings of ``names`` (the CLIP is dropped afterwards)."""
-    bundle = load_clip(cfg.clip.model, pretrained=cfg.clip.pretrained, checkpoint=cfg.clip.checkpoint)
+    bundle = cfg.clip.load()
     templates = VILD_TEMPLATES if cfg.clip.templates == "vild" else ("{}",)
     return TextEmbeddingCache(bundle, templates=templates).embed(names).cpu()
 
@@ -51,18 +51,14 @@ def _no_decay(name: str, p: nn.Parameter) -> bool:
 
 
 def build_optimizer(model: nn.Module, cfg: TrainMaskFormerConfig) -> torch.optim.AdamW:
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = [{"params": [p for n, p in named if _no_decay(n, p)], "weight_decay": 0.0},
-              {"params": [p for n, p in named if not _no_decay(n, p)], "weight_decay": cfg.optim.weight_decay}]
-    return torch.optim.AdamW([g for g in groups if g["params"]], lr=cfg.optim.lr)
+    return torch.optim.AdamW(param_groups(model, cfg.optim.weight_decay, _no_decay), lr=cfg.optim.lr)
 
 
-class MaskFormerTrainer:
+class MaskFormerTrainer(TrainerBase):
     """One training run in one process; build, then call :meth:`run`."""
 
     def __init__(self, cfg: TrainMaskFormerConfig, world: World, reporter: Reporter | None = None) -> None:
-        self.cfg, self.world, self.reporter = cfg, world, reporter
-        self.out = Path(cfg.run.out_dir)
+        super().__init__(cfg, world, reporter)
         torch.manual_seed(cfg.run.seed)  # the same initial weights on every rank
         d = cfg.data
         self.data = SegmentDataset(d.instances_url, d.images_url, unseen=d.unseen, image_size=d.image_size,
@@ -77,13 +73,7 @@ class MaskFormerTrainer:
         self.text = self.text.to(world.device)
         self.optimizer = build_optimizer(self.model, cfg)
         self.schedule = build_schedule(self.optimizer, cfg.optim.warmup_steps, cfg.optim.max_steps)
-        self.step, self.samples = 0, 0
         self.global_batch = d.batch_size * world.size
-        self.writer = None
-        if world.is_main and cfg.run.tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.writer = SummaryWriter(str(self.out / "tensorboard"))
 
     # ---------------------------------------------------------------- state
     def _init_from(self, path: str) -> None:
@@ -103,28 +93,12 @@ class MaskFormerTrainer:
         if state["vocabulary"] != self.data.names:
             raise ValueError(f"{source} was trained on another vocabulary ({len(state['vocabulary'])} names)")
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.schedule.load_state_dict(state["scheduler"])
-        self.step, self.samples = state["step"], state["samples"]
-        if state.get("world_size") == self.world.size:
-            ckpt.set_rng_state(state["rng"][self.world.rank])
-        else:
-            log.warning("world size changed (%s -> %d): RNG state not restored", state.get("world_size"),
-                        self.world.size)
-        log.info("resumed from %s at step %d", source, self.step)
+        self.restore_state(source, state)
 
     def save(self) -> None:
-        """Checkpoint (rank 0 writes; every rank contributes its RNG state)."""
-        rng = all_gather_objects(ckpt.rng_state(), self.world)
-        if self.world.is_main:
-            state = {"format": FORMAT, "step": self.step, "samples": self.samples,
-                     "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
-                     "optimizer": self.optimizer.state_dict(), "scheduler": self.schedule.state_dict(),
-                     "rng": rng, "world_size": self.world.size, "config": as_dict(self.cfg),
-                     "vocabulary": list(self.data.names)}
-            ckpt.save_checkpoint(state, ckpt.checkpoint_path(self.out, self.step))
-            ckpt.prune(self.out, self.cfg.run.keep_last)
-        barrier(self.world)
+        """Checkpoint: the model and its vocabulary, plus the common state."""
+        self.save_state(FORMAT, {"model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+                                 "vocabulary": list(self.data.names)})
 
     # ---------------------------------------------------------------- training
     def train(self) -> dict[str, Any]:
@@ -164,8 +138,8 @@ class MaskFormerTrainer:
             metrics = {k: v / world.size for k, v in zip(LOGGED, values)}
             history.append(metrics)
             metrics = {**metrics, "lr": lr, "images_per_s": len(history) * self.global_batch / max(seconds, 1e-9)}
-            self._log(metrics, stop)
-            if self.step % cfg.run.save_every == 0 or self.step == stop:
+            self.log_step(metrics, stop)
+            if self.save_due(stop):
                 self.save()
         if self.reporter:
             self.reporter.close()
@@ -173,13 +147,6 @@ class MaskFormerTrainer:
         return {"loss_history": [h["loss"] for h in history], "first": history[0] if history else None,
                 "last": _mean_tail(history), "train_seconds": seconds,
                 "images_per_s": len(history) * self.global_batch / max(seconds, 1e-9)}
-
-    def _log(self, metrics: dict[str, float], stop: int) -> None:
-        if self.writer and (self.step % self.cfg.run.log_every == 0 or self.step == stop):
-            for key, value in metrics.items():
-                self.writer.add_scalar(f"train/{key}", value, self.step)
-        if self.reporter:
-            self.reporter.step(self.step, metrics)
 
     # ---------------------------------------------------------------- the run
     def run(self) -> dict[str, Any]:
@@ -215,7 +182,7 @@ def halve_weights(path: str | Path) -> None:
     """Rewrite a saved model file with its floating-point tensors in fp16 (atomically)."""
     payload = torch.load(path, map_location="cpu", weights_only=True)
     payload["model"] = {k: v.half() if v.is_floating_point() else v for k, v in payload["model"].items()}
-    ckpt.save_atomic(payload, path)
+    save_torch(payload, path)
 
 
 def _mean_tail(history: list[dict[str, float]], n: int = 20) -> dict[str, float] | None:

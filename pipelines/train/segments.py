@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from pipelines.pairs.quality import decode_segmentation
+from ovseg.masks import decode_segmentation
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ovseg.clip import VILD_TEMPLATES, ClipBundle, TextEmbeddingCache, load_clip
+from ovseg.clip import VILD_TEMPLATES, ClipBundle, TextEmbeddingCache
 from ovseg.mpt import MaskPromptCLIP
 from ovseg.mpt_export import load_prompt
 from pipelines.pairs.stream import PairSource, PairStream, epoch_samples, make_source
+from pipelines.train.base import param_groups
 from pipelines.train.config import TuneConfig
 from pipelines.train.dist import World
 
@@ -20,8 +21,7 @@ log = logging.getLogger(__name__)
 
 def build_model(cfg: TuneConfig, device: torch.device) -> tuple[MaskPromptCLIP, ClipBundle]:
     """CLIP (frozen as the mode asks) + mask prompt, on ``device``."""
-    bundle = load_clip(cfg.clip.model, pretrained=cfg.clip.pretrained, checkpoint=cfg.clip.checkpoint,
-                       device=device)
+    bundle = cfg.clip.load(device=device)
     model = MaskPromptCLIP(bundle.model, depth=cfg.prompt.depth, init=cfg.prompt.init,  # type: ignore[arg-type]
                            init_std=cfg.prompt.init_std)
     if cfg.prompt.init_from:
@@ -54,14 +54,8 @@ def _no_decay(name: str, p: nn.Parameter) -> bool:
 
 
 def build_optimizer(model: nn.Module, cfg: TuneConfig) -> torch.optim.AdamW:
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    decay = [p for n, p in named if not _no_decay(n, p)]
-    rest = [p for n, p in named if _no_decay(n, p)]
-    groups = [{"params": rest, "weight_decay": 0.0}]
-    if decay:
-        groups.append({"params": decay, "weight_decay": cfg.optim.weight_decay})
     o = cfg.optim
-    return torch.optim.AdamW(groups, lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps)
+    return torch.optim.AdamW(param_groups(model, o.weight_decay, _no_decay), lr=o.lr, betas=(o.beta1, o.beta2), eps=o.eps)
 
 
 def build_schedule(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
@@ -95,12 +89,14 @@ def plan_data(cfg: TuneConfig, world: World) -> DataPlan:
     return DataPlan(sources, samples, global_batch, steps_per_epoch, total)
 
 
-def train_stream(cfg: TuneConfig, plan: DataPlan, bundle: ClipBundle, *, world: World, seed: int) -> PairStream:
+def train_stream(cfg: TuneConfig, plan: DataPlan, bundle: ClipBundle, *, world: World, seed: int,
+                 skip_batches: int = 0) -> PairStream:
+    """The training stream of this rank; ``skip_batches`` passes over the batches a resumed run already trained on."""
     return PairStream(
         plan.sources, batch_size=cfg.data.batch_size, image_size=bundle.image_size, mean=bundle.mean,
         std=bundle.std, rank=world.rank, world_size=world.size, seed=seed,
         shuffle_buffer=cfg.data.shuffle_buffer, infinite=True,
-        holdout_percent=cfg.data.holdout_percent, split="train",
+        holdout_percent=cfg.data.holdout_percent, split="train", skip_batches=skip_batches,
     )
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.world_proposals import CHECKPOINT, maskformer_seen_names, proposal_recall
+from bench.world_recall import CHECKPOINT, maskformer_seen_names, proposal_recall
 from ovseg.proposals import build_proposals
 from pipelines.world.generate import generate_split
 

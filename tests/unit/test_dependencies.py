@@ -85,3 +85,29 @@ def test_every_third_party_import_is_declared() -> None:
                 if not provided_by & declared:
                     undeclared.append(f"{name} (in {path.relative_to(REPO)})")
     assert not undeclared, "imports not declared in [project].dependencies: " + ", ".join(sorted(undeclared))
+
+
+def _lockstep_mismatches(versions: dict[str, str | None]) -> list[str]:
+    """Installed fsspec implementations whose release differs from fsspec's (they release in lockstep)."""
+    base = versions["fsspec"]
+    return [f"{name} {v} != fsspec {base}" for name, v in sorted(versions.items())
+            if name != "fsspec" and v is not None and v != base]
+
+
+def test_fsspec_implementations_match_the_fsspec_release() -> None:
+    """s3fs (and gcsfs, when installed) must be the release of the installed fsspec: a resolver that
+    settles on an old s3fs (0.4.2 from 2019 beside fsspec 2025) installs a broken S3 stack."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
+
+    versions = {name: installed(name) for name in ("fsspec", "s3fs", "gcsfs")}
+    assert versions["fsspec"] is not None and versions["s3fs"] is not None  # both declared (dev / cloud)
+    assert _lockstep_mismatches(versions) == []
+    # the check itself fails on the 2019 resolution
+    assert _lockstep_mismatches({"fsspec": "2025.9.0", "s3fs": "0.4.2", "gcsfs": None}) == [
+        "s3fs 0.4.2 != fsspec 2025.9.0"]

@@ -20,7 +20,7 @@ TINY = {
     "r101c": get_spec("ovseg-r101c", resnet_layers=(1, 1, 1, 3), resnet_channels=(8, 8, 8, 8), resnet_stem_width=8,
                       **TINY_HEAD),
 }
-WORLD_NAMES = REPO / "tests/assets/maskformer_world_tiny_names.json"
+WORLD_WEIGHTS = REPO / "assets/world_maskformer/world_maskformer.pt"
 
 
 def _text(k: int, dim: int) -> torch.Tensor:
@@ -52,11 +52,13 @@ def test_world_tiny_forward_shapes_and_size():
     assert out["pred_masks"].shape == (1, spec.num_queries, 32, 32)
 
 
-def test_world_tiny_state_dict_names_are_the_committed_ones():
-    """9B's committed world weights are saved with these names: extend the model, never rename."""
-    state = build_maskformer(SPECS["world-tiny"]).state_dict()
-    expected = json.loads(WORLD_NAMES.read_text())
-    assert {k: list(v.shape) for k, v in state.items()} == expected
+def test_the_committed_world_weights_load_strictly_into_world_tiny():
+    """The committed world MaskFormer loads into today's model with no missing, unexpected or
+    reshaped tensor: extend the model, never rename."""
+    payload = torch.load(WORLD_WEIGHTS, map_location="cpu", weights_only=True)
+    model = build_maskformer(SPECS["world-tiny"])
+    model.load_state_dict(payload["model"], strict=True)  # raises on any name or shape mismatch
+    assert payload["spec"]["num_queries"] == SPECS["world-tiny"].num_queries
 
 
 def test_logits_are_temperature_times_cosine_with_text_and_a_no_object_column():

@@ -138,7 +138,7 @@ def test_maskformer_backend_inside_a_mining_run(corpus, checkpoint, tmp_path):
     cfg = load_config(MineConfig, REPO / "conf/smoke/mine.yaml", [
         f"corpus.url={corpus}/captions.json", f"corpus.images_url={corpus}/images", f"output.url={out}",
         "corpus.images_per_unit=100", "run.images_per_batch=3", "proposals.backend=maskformer",
-        f"proposals.checkpoint={checkpoint}", "proposals.options.max_proposals=8"])
+        f"proposals.checkpoint={checkpoint}", "proposals.max_proposals=8"])
     miner = UnitMiner(cfg)
     calls = []
     miner.cpu.proposals.model.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))

@@ -13,7 +13,7 @@ import open_clip
 import pytest
 import torch
 
-from ovseg.clip import _quiet_random_init
+from ovseg.clip import quiet_random_init
 from ovseg.maskformer.ovseg_checkpoint import (
     IGNORED,
     OVSEG_TEMPERATURE,
@@ -62,7 +62,7 @@ def test_asset_loads_with_no_missing_or_unexpected_keys(loaded):
     assert set(converted.maskformer_state) | own == set(ours)
     assert float(model.logit_scale.exp()) == pytest.approx(OVSEG_TEMPERATURE)
     # the CLIP loads strictly into open_clip's config of the same model, and the prompt fits its ViT
-    with _quiet_random_init(True), torch.device("meta"):
+    with quiet_random_init(True), torch.device("meta"):
         clip = open_clip.create_model(converted.clip_model, device="meta")
         prompt = MaskPrompt(clip.visual, depth=3, init="zeros")
     result = clip.load_state_dict(converted.clip_state, strict=True, assign=True)

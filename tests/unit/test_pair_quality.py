@@ -73,3 +73,70 @@ def test_named_present_uses_plurals(tmp_path):
     (tmp_path / "c.json").write_text(json.dumps(caps))
     gt = GroundTruth(tmp_path / "i.json", tmp_path / "c.json")
     assert gt.named_present(1) == {"leaf"}
+
+
+def _coco_corpus(tmp_path: Path, name: str, words: dict[str, str], *, kinds: bool = True) -> GroundTruth:
+    """A 3-image COCO-style corpus (person, dog, grass) whose captions name them with ``words``."""
+    cats = [{"id": 1, "name": "person", "isthing": 1}, {"id": 2, "name": "dog", "isthing": 1},
+            {"id": 3, "name": "grass", "isthing": 0}]
+    if not kinds:
+        cats = [{k: v for k, v in c.items() if k != "isthing"} for c in cats]
+    images, anns, caps = [], [], []
+    for iid in (1, 2, 3):
+        images.append({"id": iid, "height": 8, "width": 8, "file_name": f"{iid}.jpg"})
+        for cid, (x0, x1) in zip((1, 2, 3), ((0, 3), (3, 5), (5, 8))):
+            anns.append({"id": 10 * iid + cid, "image_id": iid, "category_id": cid, "iscrowd": 0,
+                         "segmentation": [[x0, 0, x1, 0, x1, 8, x0, 8]]})
+        caps.append({"id": iid, "image_id": iid,
+                     "caption": f"Two {words['person']}s walking a {words['dog']} on the {words['grass']}."})
+    (tmp_path / f"{name}_i.json").write_text(json.dumps({"images": images, "annotations": anns, "categories": cats}))
+    (tmp_path / f"{name}_c.json").write_text(json.dumps({"images": images, "annotations": caps}))
+    from pipelines.pairs.quality import coco_synonyms
+
+    return GroundTruth(tmp_path / f"{name}_i.json", tmp_path / f"{name}_c.json", synonyms=coco_synonyms())
+
+
+def _strip(x0: int, x1: int) -> np.ndarray:
+    m = np.zeros((8, 8), bool)
+    m[:, x0:x1] = True
+    return m
+
+
+def test_synonyms_report_the_same_precision_as_category_names(tmp_path):
+    """COCO's synonym map: "man"/"puppy"/"lawn"-style captions and nouns score as the category names do."""
+    from pipelines.pairs.quality import coco_synonyms
+
+    names = {"person": "person", "dog": "dog", "grass": "grass"}
+    synonyms = {"person": "woman", "dog": "puppy", "grass": "grass"}
+    results = {}
+    for label, words in (("names", names), ("synonyms", synonyms)):
+        gt = _coco_corpus(tmp_path, label, words)
+        # image 1: all right; image 2: the dog's mask is the person's (wrong); image 3: person only
+        pairs = [(1, words["person"], _strip(0, 3)), (1, words["dog"], _strip(3, 5)), (1, words["grass"], _strip(5, 8)),
+                 (2, words["person"], _strip(0, 3)), (2, words["dog"], _strip(0, 3)), (3, words["person"], _strip(0, 3))]
+        _write_pairs(tmp_path / label, pairs)
+        results[label] = mining_quality(tmp_path / label, gt, image_ids={1, 2, 3})
+    a, b = results["names"], results["synonyms"]
+    assert a["precision"] == b["precision"] == 5 / 6
+    assert a["recall"] == b["recall"] == 5 / 9 and a["opportunities"] == b["opportunities"] == 9
+    assert a["precision_by_kind"] == b["precision_by_kind"]
+    assert b["precision_by_kind"]["thing"] == {"pairs": 5, "precision": 4 / 5}
+    assert b["precision_by_kind"]["stuff"] == {"pairs": 1, "precision": 1.0}
+    # without the map the same synonym corpus reads as wrong: the check can fail
+    plain = GroundTruth(tmp_path / "synonyms_i.json", tmp_path / "synonyms_c.json")
+    q = mining_quality(tmp_path / "synonyms", plain, image_ids={1, 2, 3})
+    assert q["precision"] == 1 / 6 and q["wrong_reasons"]["noun_not_a_category"] == 5
+    # the shipped map covers COCO's 80 + 91 names and names only categories of it
+    data = json.loads((Path(__import__("pipelines.pairs", fromlist=["x"]).__file__).parent
+                       / "coco_synonyms.json").read_text())
+    assert len(data["things"]) == 80 and len(data["stuff"]) == 91
+    assert set(coco_synonyms().values()) <= set(data["things"]) | set(data["stuff"])
+
+
+def test_kinds_come_from_the_annotation_file(tmp_path):
+    gt = _coco_corpus(tmp_path, "nokind", {"person": "man", "dog": "dog", "grass": "grass"}, kinds=False)
+    _write_pairs(tmp_path / "p", [(1, "man", _strip(0, 3))])
+    q = mining_quality(tmp_path / "p", gt, image_ids={1})
+    assert q["precision_by_kind"] == {"all": {"pairs": 1, "precision": 1.0}}
+    assert gt.category_of("men") == "person" and gt.category_of("dogs") == "dog"  # lemmas, then synonyms
+    assert gt.category_of("zebra") is None

@@ -101,3 +101,26 @@ def test_gt_panoptic_png(tmp_path):
     props = build_proposals("gt", panoptic=json.loads(json.dumps(panoptic)), panoptic_root=str(tmp_path))(
         np.zeros((4, 4, 3), np.uint8), ImageContext(image_id=1))
     assert [int(m.sum()) for m in props.masks] == [8, 8] and props.masks[0][:2].all()
+
+
+def test_one_selection_rule_ranks_dedups_and_cuts():
+    from ovseg.proposals.filtering import select_proposals
+
+    masks = torch.zeros(4, 4, 4, dtype=torch.bool)
+    masks[0, :2] = True
+    masks[1, :2] = True  # a duplicate of 0
+    masks[2, 2:] = True
+    masks[3, :, :1] = True
+    scores = torch.tensor([0.5, 0.9, 0.7, 0.1])
+    assert select_proposals(masks, scores).tolist() == [1, 2, 0, 3]
+    assert select_proposals(masks, scores, iou_threshold=0.9).tolist() == [1, 2, 3]
+    assert select_proposals(masks, scores, iou_threshold=0.9, max_keep=2).tolist() == [1, 2]
+    assert select_proposals(masks, scores, keep=torch.tensor([True, False, True, True]), max_keep=2).tolist() == [2, 0]
+
+
+def test_backend_options_may_not_restate_the_top_k_knob():
+    from pipelines.config.load import ConfigError, load_config
+    from pipelines.mine.config import MineConfig
+
+    with pytest.raises(ConfigError, match="proposals.options.max_proposals"):
+        load_config(MineConfig, "conf/smoke/mine.yaml", ["proposals.options.max_proposals=8"])

