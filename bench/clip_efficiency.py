@@ -1,13 +1,13 @@
 """How well the image tower is used inside mining, against a bare encode_image loop and a matmul.
 
-  python bench/clip_efficiency.py [--images 100] [--batches 1 8 16 32 64 128 256] [overrides ...]
+  python -m bench.clip_efficiency [--images 100] [--batches 1 8 16 32 64 128 256] [overrides ...]
 
 In one run: (1) mines the world corpus (``out/bench/world-N``, generated once) with the pipeline
 and reads the crops/s of its CLIP stage off the unit's stage timing (crops / seconds in
 ``encode_images``), and over the whole unit; (2) runs a bare ``encode_image`` loop on random
 crops at each batch size and keeps the best; (3) counts the tower's FLOPs per crop
 (``torch.utils.flop_counter``) and measures a large matmul in the same dtype, giving the bare
-loop's share of the matmul rate. Writes ``bench/results/clip_efficiency.json``.
+loop's share of the matmul rate. Writes ``out/bench/clip_efficiency.json``.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from harness import REPO, ensure_world, machine, mine_timed, print_table, world_config, write_json
+from bench.harness import REPO, ensure_world, machine, mine_timed, print_table, world_config, write_json
 
 from pipelines.mine.model_stage import UnitMiner
 from pipelines.records import WorkUnit
@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8, 16, 32, 64, 128, 256])
     parser.add_argument("--min-seconds", type=float, default=2.0)
     parser.add_argument("--matmul", type=int, default=2048, help="side of the square matmul")
-    parser.add_argument("--json", type=Path, default=REPO / "bench/results/clip_efficiency.json")
+    parser.add_argument("--json", type=Path, default=REPO / "out/bench/clip_efficiency.json")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     world = ensure_world(REPO / f"out/bench/world-{args.images}", args.images)

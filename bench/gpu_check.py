@@ -1,6 +1,6 @@
 """The GPU check: image-tower, mining-loop and tuning speeds at real model sizes, in one run.
 
-  python bench/gpu_check.py [--out gpu_check.json] [--quick] [--device cuda]
+  python -m bench.gpu_check [--out out/gpu_check.json] [--quick] [--device cuda]
 
 Needs only torch, torchvision, timm, numpy and pillow (no Ray, open_clip, spaCy or webdataset):
 the CLIP image towers are timm's CLIP-shaped ViTs (``vit_base_patch16_clip_224`` = ViT-B/16,
@@ -29,6 +29,7 @@ import os
 import platform
 import tarfile
 import tempfile
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -262,12 +263,16 @@ def maskformer_check(device: torch.device, quick: bool, *, seconds: float) -> An
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path("gpu_check.json"))
+    parser.add_argument("--out", type=Path, default=Path("out/gpu_check.json"))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: runs end to end on a CPU in seconds")
     parser.add_argument("--seconds", type=float, default=None, help="time per measurement (default 3, quick 0.2)")
     args = parser.parse_args(argv)
     device, quick = torch.device(args.device), args.quick
+    if not quick and (device.type != "cuda" or not torch.cuda.is_available()):
+        raise SystemExit("error: the full-size GPU check needs CUDA (torch.cuda.is_available() is "
+                         f"{torch.cuda.is_available()}, --device {args.device}); on a CPU run the tiny sizes: "
+                         "bash bench/gpu_check.sh out/gpu_check.json --quick --device cpu")
     seconds = args.seconds or (0.2 if quick else 3.0)
     torch.manual_seed(0)
     if device.type == "cuda":
@@ -295,6 +300,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             torch.cuda.empty_cache()
     result["maskformer"] = maskformer_check(device, quick, seconds=seconds)
     result["seconds"] = time.perf_counter() - started
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1, default=str))
     print(f"device {result['device']}, {result['dtype']}, matmul {peak / 1e12:.1f} TFLOP/s, {result['seconds']:.0f} s")
     print("| tower | crops/s (batch) | GFLOP/crop | % matmul peak | MPT samples/s | fine-tune samples/s |")
@@ -312,4 +318,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except SystemExit as done:  # the refusal above: its one line and exit code 2
+        if isinstance(done.code, str):
+            print(done.code, file=sys.stderr)
+            raise SystemExit(2) from None
+        raise

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -20,21 +19,20 @@ from typing import Any
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 os.chdir(REPO)  # the presets name repository files (assets/...) relative to the repository root
 
-from ovseg.clip import TextEmbeddingCache, encode_images  # noqa: E402
-from ovseg.crops import masked_crops, normalize  # noqa: E402
-from ovseg.matching import match_pairs  # noqa: E402
-from ovseg.proposals import ImageContext  # noqa: E402
-from pipelines.config.load import load_config  # noqa: E402
-from pipelines.corpus.decode import load_record_image  # noqa: E402
-from pipelines.mine.config import MineConfig  # noqa: E402
-from pipelines.mine.cpu_stage import PreparedImage  # noqa: E402
-from pipelines.mine.model_stage import UnitMiner  # noqa: E402
-from pipelines.records import SkipSample, WorkUnit  # noqa: E402
-from pipelines.pairs.writer import ShardWriter  # noqa: E402
-from pipelines.mine.stage_times import StageTimes  # noqa: E402
+from ovseg.clip import TextEmbeddingCache, encode_images
+from ovseg.crops import masked_crops, normalize
+from ovseg.matching import match_pairs
+from ovseg.proposals import ImageContext
+from pipelines.config.load import load_config
+from pipelines.corpus.decode import load_record_image
+from pipelines.mine.config import MineConfig
+from pipelines.mine.cpu_stage import PreparedImage
+from pipelines.mine.model_stage import UnitMiner
+from pipelines.records import SkipSample, WorkUnit
+from pipelines.pairs.writer import ShardWriter
+from pipelines.mine.stage_times import StageTimes
 
 STAGES = ("read", "decode", "nouns", "proposals", "crops", "clip", "text", "matching", "writing", "wait")
 

@@ -1,6 +1,6 @@
 """A long mining run: memory, open file descriptors and throughput from the first unit to the last.
 
-  python bench/long_run.py [--images 20000] [--images-per-unit 400] [--json long_run.json]
+  python -m bench.long_run [--images 20000] [--images-per-unit 400] [--json out/bench/long_run.json]
 
 Generates a WebDataset corpus of small pictures (32-64 px: a coloured shape on a coloured ground,
 with a caption naming both), mines it with the smoke preset (tiny random CLIP, superpixel
@@ -22,7 +22,6 @@ import json
 import logging
 import os
 import statistics
-import sys
 import tarfile
 import tempfile
 import time
@@ -31,11 +30,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.config.load import load_config  # noqa: E402
-from pipelines.mine.config import MineConfig  # noqa: E402
-from bench.proc_stats import ProcessSampler, Sample  # noqa: E402
+from pipelines.config.load import load_config
+from pipelines.mine.config import MineConfig
+from bench.proc_stats import ProcessSampler, Sample
 
 REPO = Path(__file__).resolve().parents[1]
 COLOURS = {"red": (200, 30, 30), "green": (30, 160, 60), "blue": (40, 60, 200), "yellow": (230, 210, 40),
@@ -178,13 +176,14 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=20000)
     parser.add_argument("--images-per-unit", type=int, default=400)
     parser.add_argument("--warmup", type=float, default=0.2, help="share of the units counted as warm-up")
-    parser.add_argument("--json", default="long_run.json", help="where to write the figures")
+    parser.add_argument("--json", default="out/bench/long_run.json", help="where to write the figures")
     parser.add_argument("--workdir", default=None, help="corpus and shards (default: a temporary folder)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="long_run_") as tmp:
         figures = long_run(images=args.images, images_per_unit=args.images_per_unit,
                            workdir=Path(args.workdir or tmp), warmup=args.warmup)
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(figures, indent=1))
     brief = {k: v for k, v in figures.items() if k not in ("samples", "per_unit")}
     print(json.dumps(brief, indent=1))

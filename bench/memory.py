@@ -1,13 +1,13 @@
 """Peak memory of the mining driver and of one actor for a corpus of N and of 10·N images.
 
-  python bench/memory.py [--n 100] [--unit 50]
+  python -m bench.memory [--n 100] [--unit 50]
 
 Generates world corpora of N and 10·N images (``out/bench/world-N``; COCO json and WebDataset
 tars of ``--unit`` images each), then for each corpus and format runs, each in a fresh process:
 the driver's part (plan the units, skip committed ones: :func:`pipelines.mine.driver.plan`, keep
 the plan) and one actor's part (build a :class:`~pipelines.mine.model_stage.UnitMiner`, mine one unit).
 Reports the peak RSS, the RSS after imports (the floor every process pays) and the growth above
-it, and the 10·N ÷ N ratios. Writes ``bench/results/memory.json``.
+it, and the 10·N ÷ N ratios. Writes ``out/bench/memory.json``.
 """
 from __future__ import annotations
 
@@ -17,11 +17,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from harness import REPO, ensure_world, print_table, write_json
+from bench.harness import REPO, ensure_world, print_table, write_json
 
 CHILD = r"""
 import json, resource, sys
-sys.path.insert(0, {repo!r})
 import torch, ray  # the imports every driver/actor pays, before the corpus is touched
 from pipelines.config.load import load_config
 from pipelines.mine.config import MineConfig
@@ -56,7 +55,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=100)
     parser.add_argument("--unit", type=int, default=50, help="images per unit (COCO) and per tar (WebDataset)")
-    parser.add_argument("--json", type=Path, default=REPO / "bench/results/memory.json")
+    parser.add_argument("--json", type=Path, default=REPO / "out/bench/memory.json")
     args = parser.parse_args()
     rows = []
     for images in (args.n, 10 * args.n):

@@ -1,6 +1,6 @@
 """Mining throughput of a config, and what the CPU-prefetch thread buys, measured side by side.
 
-  python bench/mine_throughput.py [--config conf/smoke/mine.yaml] [--repeat 3] [--copies 3]
+  python -m bench.mine_throughput [--config conf/smoke/mine.yaml] [--repeat 3] [--copies 3]
 
 Builds a corpus of ``--copies`` copies of the corpus's images (COCO format only), then mines it
 with one :class:`~pipelines.mine.model_stage.UnitMiner` per setting (no Ray, so the numbers are the model
@@ -12,17 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.config.load import load_config  # noqa: E402
-from pipelines.storage.urls import parent_url  # noqa: E402
-from pipelines.mine.config import MineConfig  # noqa: E402
-from pipelines.mine.model_stage import UnitMiner  # noqa: E402
+from pipelines.config.load import load_config
+from pipelines.storage.urls import parent_url
+from pipelines.mine.config import MineConfig
+from pipelines.mine.model_stage import UnitMiner
 
 
 def repeated_corpus(src: Path, copies: int, out: Path) -> Path:

@@ -1,6 +1,6 @@
 """The mining pipeline against the naive reference loop, same models, corpus and device.
 
-  python bench/pipeline_vs_naive.py [--images 100] [--config conf/world/mine.yaml] [overrides ...]
+  python -m bench.pipeline_vs_naive [--images 100] [--config conf/world/mine.yaml] [overrides ...]
 
 Generates (once) a world corpus of ``--images`` images under ``out/bench/world-N``, builds every
 variant's miner before any timing, warms each up on a few images, then mines the whole corpus as
@@ -8,14 +8,14 @@ one unit with each variant in turn: the naive loop (``bench/harness.py``), the p
 CPU stage inline (``run.prefetch_batches=0``), with it in a thread ahead of the model, with the
 CLIP batch size ``--best-batch`` (see ``bench/clip_efficiency.py``), and with bf16 autocast.
 Prints images/s, scored crops/s, the ratio to naive and the seconds per stage (``wait`` = the
-model stage idle, waiting for the CPU stage); writes ``bench/results/pipeline_vs_naive.json``.
+model stage idle, waiting for the CPU stage); writes ``out/bench/pipeline_vs_naive.json``.
 """
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from harness import (REPO, STAGES, NaiveMiner, ensure_world, machine, mine_timed, print_table, world_config,
+from bench.harness import (REPO, STAGES, NaiveMiner, ensure_world, machine, mine_timed, print_table, world_config,
                      write_json)
 
 from pipelines.mine.model_stage import UnitMiner
@@ -28,7 +28,7 @@ def main() -> None:
     parser.add_argument("--config", default="conf/world/mine.yaml")
     parser.add_argument("--best-batch", type=int, default=32, help="CLIP batch of the tuned variant")
     parser.add_argument("--skip", nargs="*", default=[], help="variant names to leave out")
-    parser.add_argument("--json", type=Path, default=REPO / "bench/results/pipeline_vs_naive.json")
+    parser.add_argument("--json", type=Path, default=REPO / "out/bench/pipeline_vs_naive.json")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     world = ensure_world(REPO / f"out/bench/world-{args.images}", args.images)

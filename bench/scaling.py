@@ -1,7 +1,7 @@
 """Scaling: mining with 1 vs 2 actors (and with the CPU stage in its own Ray workers), and
 ``tune_mpt`` steps with 1 vs 2 processes.
 
-  python bench/scaling.py [--images 40] [--unit 10] [--tune-seconds 20]
+  python -m bench.scaling [--images 40] [--unit 10] [--tune-seconds 20]
 
 Mining: the world corpus (``out/bench/world-N``) in units of ``--unit`` images through
 :func:`pipelines.mine.driver.run_mining` on a local Ray: 1 actor, 2 actors, and 1 actor fed by
@@ -10,7 +10,7 @@ actors being ready; ``wait/unit`` is the mean time per unit the model stage sat 
 a prepared batch (the unit stats' ``timing.wait``). Tuning: the training step of
 ``bench/tune_mpt_speed.py`` (mask prompt tuning, ``ovseg-tiny-vit``, one torch thread per
 process) in 1 process and in 2 concurrent processes, samples/s summed (an upper bound for DDP:
-no gradient all-reduce). Writes ``bench/results/scaling.json``.
+no gradient all-reduce). Writes ``out/bench/scaling.json``.
 """
 from __future__ import annotations
 
@@ -22,16 +22,15 @@ from pathlib import Path
 
 import ray
 
-from harness import REPO, ensure_world, machine, print_table, write_json
+from bench.harness import REPO, ensure_world, machine, print_table, write_json
 
 from pipelines.mine.driver import run_mining
 
 TUNE_CHILD = r"""
 import json, sys, time, torch
-sys.path.insert(0, {repo!r}); sys.path.insert(0, {repo!r} + "/bench")
 torch.set_num_threads(1)
 torch.manual_seed(0)
-from tune_mpt_speed import make_cell
+from bench.tune_mpt_speed import make_cell
 step, _ = make_cell({model!r}, "mpt", {batch}, "cpu")
 step(); step()
 n, t0 = 0, time.perf_counter()
@@ -73,7 +72,7 @@ def main() -> None:
     parser.add_argument("--cpu-workers", type=int, default=1)
     parser.add_argument("--tune-seconds", type=float, default=20.0)
     parser.add_argument("--tune-model", default="ovseg-tiny-vit")
-    parser.add_argument("--json", type=Path, default=REPO / "bench/results/scaling.json")
+    parser.add_argument("--json", type=Path, default=REPO / "out/bench/scaling.json")
     args = parser.parse_args()
     world = ensure_world(REPO / f"out/bench/world-{args.images}", args.images)
     runs = []

@@ -1,7 +1,7 @@
 """Train the world CLIP in two stages on whole world images and their captions only.
 
-    python bench/train_world_clip.py             # ~1-2 h on 2 CPU cores; minutes on a GPU
-    python bench/train_world_clip.py --help
+    python -m bench.train_world_clip             # ~1-2 h on 2 CPU cores; minutes on a GPU
+    python -m bench.train_world_clip --help
 
 Stage 1, *image pre-training*: the image tower (an open_clip ViT with a convolutional stem that
 keeps the 8×8 token grid, ``ovseg.conv_stem``) learns multi-label classification of the category
@@ -27,7 +27,6 @@ import multiprocessing as mp
 import os
 import platform
 import re
-import sys
 import time
 from pathlib import Path
 
@@ -37,15 +36,14 @@ import torch.nn.functional as F
 from PIL import Image
 from tqdm import tqdm
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import open_clip  # noqa: E402
+import open_clip
 
-from ovseg.clip import VILD_TEMPLATES, ClipBundle, TextEmbeddingCache, load_clip  # noqa: E402
-from ovseg.conv_stem import apply_conv_stem  # noqa: E402
-from ovseg.segment import classify_masks  # noqa: E402
-from pipelines.world.categories import CATEGORIES, NAMES, THINGS  # noqa: E402
-from pipelines.world.generate import make_sample  # noqa: E402
+from ovseg.clip import VILD_TEMPLATES, ClipBundle, TextEmbeddingCache, load_clip
+from ovseg.conv_stem import apply_conv_stem
+from ovseg.segment import classify_masks
+from pipelines.world.categories import CATEGORIES, NAMES, THINGS
+from pipelines.world.generate import make_sample
 
 MODEL = "world-clip"
 SIZE = 64
@@ -298,7 +296,8 @@ def main() -> None:
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--n-val", type=int, default=400, help="held-out val images for the whole-image metrics")
     ap.add_argument("--n-crop-val", type=int, default=200, help="of those, images whose GT masks are cut and scored")
-    ap.add_argument("--out", type=Path, default=Path("assets/world_clip"))
+    ap.add_argument("--out", type=Path, default=Path("out/world_clip"),
+                    help="default out/world_clip; the committed weights were written with --out assets/world_clip")
     ap.add_argument("--zoom", type=float, default=0.0,
                     help="share of stage-1 images zoomed in 1-3x (0: the committed weights' recipe)")
     ap.add_argument("--init-visual", type=Path, default=None,

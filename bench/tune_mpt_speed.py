@@ -1,6 +1,6 @@
 """Training speed of mask prompt tuning, tiny CLIP vs ViT-B/16 (random init), side by side.
 
-  python bench/tune_mpt_speed.py [--models ovseg-tiny-vit ViT-B-16] [--modes mpt finetune]
+  python -m bench.tune_mpt_speed [--models ovseg-tiny-vit ViT-B-16] [--modes mpt finetune]
                                  [--steps 3] [--threads N] [--device cpu]
 
 Measures optimizer steps on in-memory crops (the real code path: prompted image tower, vocab CE
@@ -14,14 +14,13 @@ import time
 from pathlib import Path
 from typing import Callable
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch
+import torch.nn.functional as F
 
-from ovseg.clip import load_clip  # noqa: E402
-from ovseg.mpt import MaskPromptCLIP  # noqa: E402
-from pipelines.train.losses import vocab_ce_loss  # noqa: E402
+from ovseg.clip import load_clip
+from ovseg.mpt import MaskPromptCLIP
+from pipelines.train.losses import vocab_ce_loss
 
 DEFAULT_BATCH = {"ovseg-tiny-vit": 32, "ViT-B-16": 8}
 

@@ -1,7 +1,7 @@
 """One pass (download + mine, ``corpus.format=urls``) against two passes (download into
 img2dataset-style tars, then mine the tars), side by side on world images served from 127.0.0.1.
 
-  python bench/url_mining.py [--config conf/world/mine_urls.yaml] [--images 100] [--per-unit 50]
+  python -m bench.url_mining [--config conf/world/mine_urls.yaml] [--images 100] [--per-unit 50]
                              [--latency-ms 30] [overrides ...]
 
 The server answers each image after ``--latency-ms`` (a stand-in for the web's round trips). Both
@@ -12,13 +12,12 @@ itself does not install next to our dependencies, see the README). Prints wall t
 bytes stored and pair precision against the world's instances for: one pass, one pass keeping the
 images (``output.keep_images``), and two passes (download, mine, total), with how long the model
 stage waited for batches (downloads it could not hide: each unit's first batch). Writes
-``bench/results/url_mining.json``.
+``out/bench/url_mining.json`` (the committed reference run: ``bench/results/url_mining.json``).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import threading
 import time
@@ -26,16 +25,14 @@ from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pipelines.config.load import load_config
+from pipelines.corpus.base import build_reader
+from pipelines.mine.config import MineConfig
+from pipelines.mine.kept_images import ImageKeeper
+from pipelines.mine.model_stage import UnitMiner
+from pipelines.mine.report import ground_truth_quality
 
-from pipelines.config.load import load_config  # noqa: E402
-from pipelines.corpus.base import build_reader  # noqa: E402
-from pipelines.mine.config import MineConfig  # noqa: E402
-from pipelines.mine.kept_images import ImageKeeper  # noqa: E402
-from pipelines.mine.model_stage import UnitMiner  # noqa: E402
-from pipelines.mine.report import ground_truth_quality  # noqa: E402
-
-RESULTS = Path(__file__).resolve().parent / "results" / "url_mining.json"
+RESULTS = Path(__file__).resolve().parents[1] / "out" / "bench" / "url_mining.json"
 
 
 def serve(root: Path, latency_s: float) -> ThreadingHTTPServer:
@@ -163,7 +160,7 @@ def main() -> None:
               f"{row['bytes'] / 1e6:>10.2f} {precision:>10} {waited:>15}")
     ratio = rows["two pass: total"]["seconds"] / rows["one pass"]["seconds"]
     print(f"two pass / one pass wall time: {ratio:.2f}x")
-    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps({"images": args.images, "per_unit": args.per_unit, "latency_ms": args.latency_ms,
                                    "config": args.config, "routes": rows, "two_over_one": ratio}, indent=1))
 

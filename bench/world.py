@@ -1,7 +1,7 @@
 """The paper's story, measured in the procedural world — one command, one table, one JSON.
 
-    python bench/world.py                      # ~15-25 min on 2 CPU cores (see README)
-    python bench/world.py --train 150 --val 40 --units 75 --tune-steps 60 --no-finetune --no-round2   # reduced (tests)
+    python -m bench.world                      # ~15-25 min on 2 CPU cores (see README)
+    python -m bench.world --train 150 --val 40 --units 75 --tune-steps 60 --no-finetune --no-round2   # reduced (tests)
 
 1. World corpus (seed, sizes fixed up front) under --world: COCO captions+instances, semseg val.
 2. Round 1: mining with the committed world CLIP (jobs/mine.py, conf/world/mine.yaml), proposals
@@ -29,23 +29,20 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from bench.world_eval import TunedRun, evaluate, load_models  # noqa: E402
-from bench.pair_tables import (mining_table, quality_with_chance, strategy_rows, strategy_table,  # noqa: E402
-                               world_matching)
-from bench.world_mining import CHECKPOINT, ensure_world, mine, run_job, world_ground_truth  # noqa: E402
-from bench.world_recall import CHECKPOINT as MASKFORMER  # noqa: E402
-from bench.world_recall import maskformer_seen_names, precision_table, recall_table, run_recall  # noqa: E402
-from pipelines.world.categories import NAMES  # noqa: E402
-from pipelines.world.generate import image_id_of  # noqa: E402
+from bench.pair_tables import mining_table, quality_with_chance, strategy_rows, strategy_table, world_matching
+from bench.world_eval import TunedRun, evaluate, load_models
+from bench.world_mining import CHECKPOINT, ensure_world, mine, run_job, world_ground_truth
+from bench.world_recall import CHECKPOINT as MASKFORMER
+from bench.world_recall import maskformer_seen_names, precision_table, recall_table, run_recall
+from pipelines.world.categories import NAMES
+from pipelines.world.generate import image_id_of
 
 TUNE_CONF = ROOT / "conf/world/tune_mpt.yaml"
 FINETUNE = ["optim.mode=finetune", "optim.lr=5e-5", "optim.weight_decay=0.2"]  # image tower, text frozen

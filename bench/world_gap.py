@@ -1,6 +1,6 @@
 """Where the world CLIP's masked-crop domain gap comes from: fill or scale?
 
-    python bench/world_gap.py [--val 150] [--checkpoint assets/world_clip/world_clip.pt]
+    python -m bench.world_gap [--val 150] [--checkpoint assets/world_clip/world_clip.pt]
 
 For every drawn object of the first ``--val`` held-out world images, 16-way object accuracy of the
 world CLIP (object prompts, OVSeg's prompt ensemble) on four views of the same object:
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +24,11 @@ import torch
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from ovseg.clip import TextEmbeddingCache, encode_images, load_clip  # noqa: E402
-from ovseg.crops import MEAN_FILL_255, masked_crops, normalize  # noqa: E402
-from pipelines.world.categories import THINGS  # noqa: E402
-from pipelines.world.generate import make_sample  # noqa: E402
+from ovseg.clip import TextEmbeddingCache, encode_images, load_clip
+from ovseg.crops import MEAN_FILL_255, masked_crops, normalize
+from pipelines.world.categories import THINGS
+from pipelines.world.generate import make_sample
 
 VIEWS = ("whole image", "OVSeg crop", "fill, no crop", "crop, no fill")
 

@@ -1,7 +1,7 @@
 """Matching strategies × proposals × crop views in the world, every precision beside its chance.
 
-    python bench/world_matching.py --images 200                      # gt, superpixel, maskformer; tight view
-    python bench/world_matching.py --images 200 --views tight,tight+context
+    python -m bench.world_matching --images 200                      # gt, superpixel, maskformer; tight view
+    python -m bench.world_matching --images 200 --views tight,tight+context
 
 For every proposal backend and crop view, ``jobs/mine.py`` mines the first ``--images`` train
 images of the world (conf/world/mine.yaml, with ``output.candidates=true``); then, from those
@@ -20,14 +20,12 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bench.pair_tables import (THRESHOLDS_OFF, best_point, mining_table, pr_curve, pr_table, quality_with_chance,  # noqa: E402
+from bench.pair_tables import (THRESHOLDS_OFF, best_point, mining_table, pr_curve, pr_table, quality_with_chance,
                                strategy_rows, strategy_table, world_matching)
-from pipelines.pairs.quality import GroundTruth  # noqa: E402
-from pipelines.world.generate import image_id_of  # noqa: E402
+from pipelines.pairs.quality import GroundTruth
+from pipelines.world.generate import image_id_of
 
+ROOT = Path(__file__).resolve().parents[1]
 CLIP = ROOT / "assets/world_clip/world_clip.pt"
 
 

@@ -1,8 +1,8 @@
 """Class-agnostic proposal quality in the world: mask recall of seen objects, unseen objects and
 backgrounds at 16 / 32 / 100 proposals, for every proposal backend, on a freshly generated split.
 
-    python bench/world_proposals.py                    # ~2 min: 200 held-out images, maskformer vs superpixel
-    python bench/world_proposals.py --val 60 --seed 5  # smaller
+    python -m bench.world_proposals                    # ~2 min: 200 held-out images, maskformer vs superpixel
+    python -m bench.world_proposals --val 60 --seed 5  # smaller
 
 A ground-truth region is *covered* at k proposals when one of the backend's k best proposals
 (ranked by the backend's own score, ties in the backend's order) has mask IoU ≥ 0.5 with it.
@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
-from bench.world_mining import ensure_world  # noqa: E402
-from bench.world_recall import (CHECKPOINT, ensure_split, maskformer_seen_names, mine_precision,  # noqa: E402
+from bench.world_mining import ensure_world
+from bench.world_recall import (CHECKPOINT, ensure_split, maskformer_seen_names, mine_precision,
                                 precision_table, recall_table, run_recall)
 
 

@@ -9,36 +9,29 @@ Each crop is classified over the nouns present in the evaluated set (VILD prompt
 """
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from pipelines.config.load import ConfigError, load_config  # noqa: E402
-from pipelines.train.config import EvalCropsConfig  # noqa: E402
+from pipelines.config.cli import StartupError, job_main, job_parser, load_job_config, startup
+from pipelines.train.config import EvalCropsConfig
 
 
+@job_main
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default=None, help="optional YAML with EvalCropsConfig keys")
-    parser.add_argument("overrides", nargs="*", help="key=value, e.g. urls=out/pairs prompt_file=...")
+    parser = job_parser(EvalCropsConfig, __doc__, overrides_help="key=value, e.g. urls=out/pairs prompt_file=...")
     parser.add_argument("--json", default=None, help="also write the result here")
-    parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        cfg = load_config(EvalCropsConfig, args.config, args.overrides)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    from pipelines.train.dist import close_world, init_world
+    cfg = load_job_config(EvalCropsConfig, args)
+    from pipelines.train.dist import checked_once, close_world, init_world
     from pipelines.train.evaluate import evaluate_shards
+    from pipelines.train.setup import storage_check
 
-    world = init_world(cfg.device)
+    with startup("starting the process group"):
+        world = init_world(cfg.device, key="device")
     try:
+        if problem := checked_once(lambda: storage_check([("urls", cfg.urls, cfg.storage_options)]), world):
+            raise StartupError(problem)
         result = evaluate_shards(cfg, world)
     finally:
         close_world()

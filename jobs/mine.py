@@ -11,81 +11,57 @@ units already committed in ``output.url`` and redoes the rest.
 """
 from __future__ import annotations
 
-import argparse
-import logging
 import os
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tqdm import tqdm
 
-from tqdm import tqdm  # noqa: E402
-
-from pipelines.config.load import ConfigError, load_config  # noqa: E402
-from pipelines.config.help import help_text  # noqa: E402
-from pipelines.mine.config import MineConfig  # noqa: E402
+from pipelines.config.cli import StartupError, job_main, job_parser, load_job_config, startup
+from pipelines.mine.config import MineConfig
 
 
-
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, epilog=help_text(MineConfig),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="conf/mine.yaml", help="YAML config (default: %(default)s)")
-    parser.add_argument("overrides", nargs="*", help="config overrides, e.g. output.url=out/x ray.num_actors=4")
-    parser.add_argument("--log-level", default="WARNING", help="driver log level (default: %(default)s)")
-    return parser.parse_args(argv)
-
-
+@job_main
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        cfg = load_config(MineConfig, args.config, args.overrides)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    args = job_parser(MineConfig, __doc__, default_config="conf/mine.yaml",
+                      overrides_help="config overrides, e.g. output.url=out/x ray.num_actors=4").parse_args(argv)
+    cfg = load_job_config(MineConfig, args)
     from pipelines.config.load import as_dict
-    from pipelines.mine.summary import closing_lines
-    from pipelines.mine.driver import plan, run_mining
+    from pipelines.mine.summary import closing_lines, clip_description
+    from pipelines.mine.driver import check_device, plan, ray_session, run_mining
     from pipelines.mine.report import ground_truth_check, write_report
     from ovseg.clip import WEIGHT_FILE_SUFFIXES
-    from pipelines.mine.paths import StorageError, resolve_local_paths
+    from pipelines.mine.paths import resolve_local_paths
 
     cfg = resolve_local_paths(cfg)  # once, here: actors run in other directories
+    check_device(cfg)  # run.device=cuda without a GPU fails here, not in every actor
     if (cfg.clip.pretrained and not cfg.clip.checkpoint and not cfg.clip.prompt  # a prompt brings its own CLIP
             and not cfg.clip.pretrained.endswith(WEIGHT_FILE_SUFFIXES)):
         from ovseg.clip_weights import unavailable_reason
 
         if reason := unavailable_reason(cfg.clip.model, cfg.clip.pretrained):  # seconds, not hub retries
-            print(f"error: {reason}; download them elsewhere and set clip.checkpoint=/path/to/weights", file=sys.stderr)
-            return 3
+            raise StartupError(f"{reason}; download them elsewhere and set clip.checkpoint=/path/to/weights")
     if ("working_dir" in os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR", "") and "://" not in cfg.output.url
             and os.path.realpath(cfg.output.url).startswith(os.path.realpath(os.getcwd()))):
         print(f"warning: output.url={cfg.output.url} lies in the job's copy of --working-dir, which Ray deletes; "
               "give an absolute path or an s3:// / gs:// URL", file=sys.stderr)
-    planned = todo, committed = plan(cfg)
-    print(f"mining {cfg.corpus.url} -> {cfg.output.url}: {len(todo)} units to mine, "
-          f"{len(committed)} already committed; CLIP {cfg.clip.model}/{cfg.clip.pretrained or cfg.clip.checkpoint}, "
-          f"proposals {cfg.proposals.backend}")
-    bar = tqdm(total=len(todo), unit="unit", desc="mining", dynamic_ncols=True)
-    totals = {"images": 0, "pairs": 0}
+    with startup("reading the corpus and the output folder"):
+        planned = todo, committed = plan(cfg)
+    with ray_session(cfg, needed=bool(todo)) as ready_timeout:  # a cluster that cannot place an actor: one line, here
+        print(f"mining {cfg.corpus.url} -> {cfg.output.url}: {len(todo)} units to mine, "
+              f"{len(committed)} already committed; {clip_description(cfg.clip)}, proposals {cfg.proposals.backend}")
+        bar = tqdm(total=len(todo), unit="unit", desc="mining", dynamic_ncols=True)
+        totals = {"images": 0, "pairs": 0}
 
-    def on_unit(stats: dict) -> None:
-        totals["images"] += stats["images"]
-        totals["pairs"] += stats["pairs"]
-        bar.set_postfix(images=totals["images"], pairs=totals["pairs"])
-        bar.update(1)
+        def on_unit(stats: dict) -> None:
+            totals["images"] += stats["images"]
+            totals["pairs"] += stats["pairs"]
+            bar.set_postfix(images=totals["images"], pairs=totals["pairs"])
+            bar.update(1)
 
-    from pipelines.mine.driver import ActorStartError
-
-    try:
-        result = run_mining(cfg, on_unit, planned=planned)
-    except (ActorStartError, StorageError) as err:
-        bar.close()
-        logging.getLogger("mine").debug("start-up failed", exc_info=True)
-        print(f"error: {err}", file=sys.stderr)
-        return 3
-    bar.close()
+        try:  # the actors' start-up errors (weights, packages) arrive as one-line StartupErrors
+            result = run_mining(cfg, on_unit, planned=planned, ready_timeout=ready_timeout)
+        finally:
+            bar.close()
     report = None
     if cfg.output.report and result.all_committed:
         gt = judge = None

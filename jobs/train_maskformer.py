@@ -12,19 +12,14 @@ run.export (default run.out_dir/export/maskformer.pt), for proposals.backend=mas
 """
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tqdm import tqdm
 
-from tqdm import tqdm  # noqa: E402
-
-from pipelines.config.load import ConfigError, load_config  # noqa: E402
-from pipelines.config.help import help_text  # noqa: E402
-from pipelines.train.maskformer_config import TrainMaskFormerConfig  # noqa: E402
+from pipelines.config.cli import job_main, job_parser, load_job_config, startup
+from pipelines.train.maskformer_config import TrainMaskFormerConfig
 
 SHORTHANDS = {"resume": "run.resume", "out_dir": "run.out_dir", "steps": "optim.max_steps"}
 
@@ -45,37 +40,25 @@ class BarReporter:
         self.bar.close()
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, epilog=help_text(TrainMaskFormerConfig),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="conf/world/train_maskformer.yaml", help="YAML config (default: %(default)s)")
-    parser.add_argument("overrides", nargs="*", help="overrides, e.g. optim.max_steps=200 run.resume=auto")
-    parser.add_argument("--log-level", default="WARNING", help="log level (default: %(default)s)")
-    args = parser.parse_args(argv)
-    args.overrides = [SHORTHANDS.get(o.split("=", 1)[0], o.split("=", 1)[0]) + o[len(o.split("=", 1)[0]):]
-                      for o in args.overrides]
-    return args
+def parse_args(argv: list[str] | None = None):
+    return job_parser(TrainMaskFormerConfig, __doc__, default_config="conf/world/train_maskformer.yaml",
+                      shorthands=SHORTHANDS,
+                      overrides_help="overrides, e.g. optim.max_steps=200 run.resume=auto").parse_args(argv)
 
 
+@job_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        cfg = load_config(TrainMaskFormerConfig, args.config, args.overrides)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    cfg = load_job_config(TrainMaskFormerConfig, args)
     from pipelines.train.dist import close_world, init_world
-    from pipelines.train.maskformer_loop import run
+    from pipelines.train.maskformer_loop import MaskFormerTrainer
 
-    from ovseg.clip import ClipLoadError
-
-    world = init_world(cfg.run.device)
+    with startup("starting the process group"):
+        world = init_world(cfg.run.device, key="run.device")
     try:
-        s = run(cfg, world, BarReporter() if world.is_main else None)
-    except (ClipLoadError, FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        with startup():  # annotations, images, CLIP weights, init_from
+            trainer = MaskFormerTrainer(cfg, world, BarReporter() if world.is_main else None)
+        s = trainer.run()
     finally:
         close_world()
     if world.is_main:

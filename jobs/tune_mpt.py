@@ -10,19 +10,14 @@ from the latest one. TensorBoard logs: run.out_dir/tensorboard. Exports: run.out
 """
 from __future__ import annotations
 
-import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tqdm import tqdm
 
-from tqdm import tqdm  # noqa: E402
-
-from pipelines.config.load import ConfigError, load_config  # noqa: E402
-from pipelines.config.help import help_text  # noqa: E402
-from pipelines.train.config import TuneConfig  # noqa: E402
+from pipelines.config.cli import StartupError, job_main, job_parser, load_job_config, startup
+from pipelines.train.config import TuneConfig
 
 SHORTHANDS = {"resume": "run.resume", "mode": "optim.mode", "out_dir": "run.out_dir"}
 
@@ -42,16 +37,9 @@ class BarReporter:
         self.bar.close()
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, epilog=help_text(TuneConfig),
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="conf/tune_mpt.yaml", help="YAML config (default: %(default)s)")
-    parser.add_argument("overrides", nargs="*", help="overrides, e.g. optim.mode=finetune run.resume=auto")
-    parser.add_argument("--log-level", default="WARNING", help="log level (default: %(default)s)")
-    args = parser.parse_args(argv)
-    args.overrides = [SHORTHANDS.get(o.split("=", 1)[0], o.split("=", 1)[0]) + o[len(o.split("=", 1)[0]):]
-                      for o in args.overrides]
-    return args
+def parse_args(argv: list[str] | None = None):
+    return job_parser(TuneConfig, __doc__, default_config="conf/tune_mpt.yaml", shorthands=SHORTHANDS,
+                      overrides_help="overrides, e.g. optim.mode=finetune run.resume=auto").parse_args(argv)
 
 
 def _fmt_eval(result: dict | None) -> str:
@@ -61,25 +49,22 @@ def _fmt_eval(result: dict | None) -> str:
             f"{result['vocab']} nouns (chance {result['chance']:.3f})")
 
 
+@job_main
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    try:
-        cfg = load_config(TuneConfig, args.config, args.overrides)
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    from pipelines.train.dist import close_world, init_world
-    from pipelines.train.loop import run
+    cfg = load_job_config(TuneConfig, args)
+    from pipelines.train.dist import checked_once, close_world, init_world
+    from pipelines.train.loop import Tuner
+    from pipelines.train.setup import storage_check, tune_sources
 
-    from ovseg.clip import ClipLoadError
-
-    world = init_world(cfg.run.device)
+    with startup("starting the process group"):
+        world = init_world(cfg.run.device, key="run.device")
     try:
-        summary = run(cfg, world, BarReporter() if world.is_main else None)
-    except (ClipLoadError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+        if problem := checked_once(lambda: storage_check(tune_sources(cfg)), world):  # rank 0 probes, once
+            raise StartupError(problem)
+        with startup():  # shards, CLIP weights, prompt file
+            tuner = Tuner(cfg, world, BarReporter() if world.is_main else None)
+        summary = tuner.run()
     finally:
         close_world()
     if world.is_main:

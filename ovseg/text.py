@@ -89,7 +89,7 @@ def _load_pipeline(names: Sequence[str]) -> tuple[Language, str]:
             tried.append(name)
             continue
         if tried:
-            logger.warning("spaCy pipeline(s) %s not installed; using %r", tried, name)
+            logger.info("spaCy pipeline(s) %s not installed; using %r", tried, name)  # the packaged fallback: nothing to act on
         logger.info("noun extraction uses spaCy pipeline %r (version %s)", name,
                     nlp.meta.get("version", "?"))
         return nlp, name

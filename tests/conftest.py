@@ -23,4 +23,5 @@ def smoke_shards(tmp_path_factory) -> Path:
                           f"output.url={out}", "output.report=false"], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    (out.parent / "mine.log").write_text(run.stdout + run.stderr)  # tests/integration/test_quiet_runs.py
     return out

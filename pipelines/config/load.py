@@ -59,10 +59,7 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequ
         if path is not None:
             merged = OmegaConf.merge(merged, *_load_yaml_chain(Path(path)))
         for item in overrides:
-            if "=" not in item:
-                raise ConfigError(f"override {item!r} must look like key.sub=value")
-        if overrides:
-            merged = OmegaConf.merge(merged, OmegaConf.from_dotlist(list(overrides)))
+            merged = OmegaConf.merge(merged, _parse_override(item))
         obj = OmegaConf.to_object(merged)
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "?"
@@ -74,11 +71,33 @@ def load_config(schema: type[T], path: str | Path | None = None, overrides: Sequ
     return obj  # type: ignore[return-value]
 
 
+def _parse_override(item: str) -> Any:
+    """One ``key.sub=value`` as an OmegaConf tree; a placeholder or a YAML syntax error names ``item``."""
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"override {item!r} must look like key.sub=value")
+    if value.strip() == "..." or "..." in value.split("/") or (value.startswith("<") and value.endswith(">")):
+        raise ConfigError(f"override {item}: {value!r} is a placeholder; put your own value for '{key}' there")
+    try:
+        return OmegaConf.from_dotlist([item])
+    except OmegaConfBaseException:
+        raise
+    except Exception as err:  # yaml's ScannerError / ParserError: many lines naming no key
+        reason = str(err).splitlines()[0]
+        raise ConfigError(f"override {item}: the value of '{key}' is not valid YAML ({reason}); "
+                          f"quote it: '{key}=\"{value}\"'") from None
+
+
 def _load_yaml_chain(path: Path) -> list[Any]:
     """The YAML at ``path`` preceded by the files its ``defaults:`` list names (recursively)."""
     if not path.exists():
         raise ConfigError(f"config file not found: {path}")
-    conf = OmegaConf.load(path)
+    try:
+        conf = OmegaConf.load(path)
+    except OmegaConfBaseException:
+        raise
+    except Exception as err:  # yaml's ScannerError / ParserError
+        raise ConfigError(f"config file {path}: not valid YAML ({' '.join(str(err).split())[:200]})") from None
     chain: list[Any] = []
     bases = conf.pop("defaults", [])
     for base in bases or []:

@@ -122,6 +122,7 @@ class RaySection:
     max_restarts: int = 2  # actor restarts after a worker dies
     max_task_retries: int = 2  # unit retries on a restarted actor
     max_unit_attempts: int = 3  # driver-side resubmissions of a failed unit
+    wait_for_resources_s: float = 0.0  # a cluster with no node that fits one actor: wait this long for an autoscaler (0 = fail at once)
 
     def validate(self, prefix: str) -> None:
         check(self.num_actors >= 1, prefix + "num_actors", "must be >= 1")

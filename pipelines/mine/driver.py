@@ -17,13 +17,15 @@ one actor commits, which per-unit commit and resume rely on.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import ray
 
+from pipelines.config.cli import StartupError
 from pipelines.corpus.base import build_reader
 from pipelines.mine.config import MineConfig
 from pipelines.mine.native_heap import pin_mmap_threshold
@@ -38,13 +40,69 @@ LOCAL_START_ATTEMPTS = 3  # tries to start a local Ray
 ACTOR_REST_S = 15.0  # an actor whose unit failed with an actor error gets no new unit for this long
 
 
-class ActorStartError(RuntimeError):
+class ActorStartError(StartupError):
     """The mining actors could not build their models (bad weights path, missing package, ...)."""
 
 
+def check_device(cfg: MineConfig) -> None:
+    """``run.device=cuda`` needs a GPU: on this machine when Ray is local, in the cluster otherwise
+    (checked by :func:`check_resources` once connected). Raises :class:`StartupError`."""
+    if cfg.run.device != "cuda" or cfg.ray.address or os.environ.get("RAY_ADDRESS"):
+        return
+    import torch
+
+    if not torch.cuda.is_available():
+        raise StartupError("run.device=cuda but this machine has no usable CUDA GPU (torch.cuda.is_available() "
+                           "is False); set run.device=cpu (or auto), or run on a GPU machine")
+
+
+def check_resources(cfg: MineConfig, nodes: list[dict[str, Any]], *, local: bool) -> bool:
+    """Can one mining actor be placed? Its request compared with the alive nodes' resources.
+
+    Without such a node Ray waits for ever (its autoscaler repeats "No available node types can
+    fulfill resource request" every 35 s). A local Ray gets no more nodes: fail at once. A cluster
+    may have an autoscaler: with ``ray.wait_for_resources_s > 0`` say once that we wait (True),
+    else fail at once.
+
+    Args:
+        nodes: ``ray.nodes()``.
+        local: True when this job started the Ray it uses.
+
+    Raises:
+        StartupError: one line naming the key and what to change.
+    """
+    need = {"CPU": float(cfg.ray.num_cpus_per_actor), "GPU": float(cfg.ray.num_gpus_per_actor)}
+    alive = [n.get("Resources", {}) for n in nodes if n.get("Alive")]
+    if any(all(res.get(k, 0.0) >= v for k, v in need.items() if v > 0) for res in alive):
+        if cfg.run.device == "cuda" and not any(res.get("GPU", 0.0) > 0 for res in alive):
+            raise StartupError("run.device=cuda but no node of the Ray cluster has a GPU; set run.device=cpu "
+                               "(or auto), or add GPU nodes")
+        return False
+    kind = "GPU" if need["GPU"] > max((res.get("GPU", 0.0) for res in alive), default=0.0) else "CPU"
+    key = f"ray.num_{kind.lower()}s_per_actor"
+    most = max((res.get(kind, 0.0) for res in alive), default=0.0)
+    fix = ("set ray.num_gpus_per_actor=0 and run.device=cpu" if kind == "GPU" else f"lower {key}")
+    if local:
+        raise StartupError(f"{key}={need[kind]:g}: the local Ray on this machine has {most:g} {kind}; {fix}"
+                           + (", or run on a GPU machine" if kind == "GPU" else ""))
+    if cfg.ray.wait_for_resources_s <= 0:
+        raise StartupError(f"{key}={need[kind]:g}: no node of the Ray cluster has that many {kind} (the most is "
+                           f"{most:g}); {fix}, add such nodes, or with an autoscaler set ray.wait_for_resources_s=600")
+    log.warning("%s=%g: no node of the Ray cluster has that many %s yet (the most is %g); waiting up to %.0f s "
+                "for the autoscaler (ray.wait_for_resources_s)", key, need[kind], kind, most,
+                cfg.ray.wait_for_resources_s)
+    return True
+
+
 def _setup_logging(log_level: int) -> None:
+    """An actor logs at the driver's level; the model library's start-up remarks (random CLIP weights,
+    ...) are the same in every actor and the driver says them once, so below INFO they stay quiet."""
     logging.basicConfig(level=log_level, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger().setLevel(log_level)
+    if log_level > logging.INFO:
+        logging.getLogger("ovseg").setLevel(max(log_level, logging.ERROR))
+        for handler in logging.getLogger().handlers:  # open_clip logs "initialized randomly" on the root logger
+            handler.addFilter(lambda record: "open_clip" not in record.pathname or record.levelno >= logging.ERROR)
 
 
 class CpuStageActor:
@@ -93,17 +151,27 @@ class MiningActor:
         pin_mmap_threshold()  # a long-lived worker: keep its native heap from fragmenting (native_heap.py)
         from pipelines.mine.model_stage import UnitMiner
 
-        if cfg.ray.cpu_workers_per_actor > 0:
-            self.cpu_workers = start_cpu_workers(cfg, log_level)
-            self.miner = UnitMiner(cfg, submit=RoundRobin(self.cpu_workers), resolve=ray.get)
-        else:
-            self.miner = UnitMiner(cfg)
+        self.start_error: str | None = None
+        try:
+            if cfg.ray.cpu_workers_per_actor > 0:
+                self.cpu_workers = start_cpu_workers(cfg, log_level)
+                self.miner = UnitMiner(cfg, submit=RoundRobin(self.cpu_workers), resolve=ray.get)
+            else:
+                self.miner = UnitMiner(cfg)
+        except Exception as err:  # noqa: BLE001 - reported by ready(): one line on the driver, not
+            # a creation-task traceback that Ray prints per actor (the traceback stays in this log)
+            log.debug("mining actor could not start", exc_info=True)
+            lines = [line for line in str(err).splitlines() if line.strip()]
+            self.start_error = f"{type(err).__name__}: {lines[0] if lines else ''}".rstrip(": ")
 
     def mine(self, unit: WorkUnit) -> dict[str, Any]:
         """The unit's committed stats plus ``node_id``: the Ray node this actor runs on."""
         return dict(self.miner.mine_unit(unit), node_id=ray.get_runtime_context().get_node_id())
 
     def ready(self) -> str:
+        """The device the models are on; raises the start-up error as one line."""
+        if self.start_error is not None:
+            raise ActorStartError(self.start_error)
         return str(self.miner.device)
 
 
@@ -112,23 +180,51 @@ def init_ray(cfg: MineConfig) -> bool:
     if ray.is_initialized():
         return False
     address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    level = logging.getLogger().getEffectiveLevel()
+    quiet = dict(logging_level=level, log_to_driver=True)
+    if level > logging.INFO:  # a notice about Ray's defaults on every start, not about this run
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     if address:
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, **quiet)
         alive = sum(1 for node in ray.nodes() if node.get("Alive"))
         check_output_shared(cfg.output.url, alive_nodes=alive, shared_filesystem=cfg.output.shared_filesystem)
         return False
     per_actor = cfg.ray.num_cpus_per_actor + cfg.ray.cpu_workers_per_actor
     for attempt in range(1, LOCAL_START_ATTEMPTS + 1):
         try:
-            ray.init(include_dashboard=False, log_to_driver=True,
+            ray.init(include_dashboard=False, **quiet,
                      num_cpus=max(os.cpu_count() or 1, int(cfg.ray.num_actors * per_actor + 0.999)))
-            return True
         except Exception as err:  # Ray gives a starting node a fixed 30 s, then raises a bare Exception
             if "timed out during startup" not in str(err) or attempt == LOCAL_START_ATTEMPTS:
                 raise
             log.warning("local Ray start %d of %d timed out (loaded machine?); retrying", attempt, LOCAL_START_ATTEMPTS)
             ray.shutdown()
+        else:
+            return True
     return True
+
+
+@contextlib.contextmanager
+def ray_session(cfg: MineConfig, *, needed: bool = True) -> Iterator[float | None]:
+    """Connect to (or start) Ray and check that one mining actor fits (:func:`check_resources`);
+    shut a Ray this started down at the end. With ``needed=False`` (nothing to mine) Ray is not touched.
+
+    Yields:
+        how long to wait for the actors to be placed (``ray.wait_for_resources_s`` when an
+        autoscaler must add a node first), or None (no limit: they fit now).
+
+    Raises:
+        StartupError: the cluster cannot place an actor (before anything is printed or mined).
+    """
+    if not needed:
+        yield None
+        return
+    started = init_ray(cfg)
+    try:
+        yield cfg.ray.wait_for_resources_s if check_resources(cfg, ray.nodes(), local=started) else None
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def plan(cfg: MineConfig) -> tuple[list[WorkUnit], dict[int, dict]]:
@@ -141,7 +237,8 @@ def plan(cfg: MineConfig) -> tuple[list[WorkUnit], dict[int, dict]]:
 
 
 def run_mining(cfg: MineConfig, on_unit: Callable[[dict[str, Any]], None] | None = None, *,
-               planned: tuple[list[WorkUnit], dict[int, dict]] | None = None) -> RunResult:
+               planned: tuple[list[WorkUnit], dict[int, dict]] | None = None,
+               ready_timeout: float | None = None) -> RunResult:
     """Mine every uncommitted unit of the corpus; returns what happened.
 
     Args:
@@ -149,18 +246,19 @@ def run_mining(cfg: MineConfig, on_unit: Callable[[dict[str, Any]], None] | None
             (:func:`pipelines.mine.paths.resolve_local_paths`): actors run in other directories.
         on_unit: called on the driver with each committed unit's stats (progress bars).
         planned: the result of :func:`plan` when the caller has it (the corpus is planned once).
+        ready_timeout: what :func:`ray_session` yielded, when the caller holds the session
+            (otherwise this opens one).
     """
     started = time.time()
     todo, committed = planned if planned is not None else plan(cfg)
     result = RunResult(planned=len(todo) + len(committed), skipped_committed=len(committed))
     log.info("%d units planned, %d already committed, %d to mine", result.planned, len(committed), len(todo))
     if todo:
-        started_ray = init_ray(cfg)
-        try:
-            _dispatch(cfg, todo, result, on_unit=on_unit)
-        finally:
-            if started_ray:
-                ray.shutdown()
+        if ray.is_initialized():
+            _dispatch(cfg, todo, result, on_unit=on_unit, ready_timeout=ready_timeout)
+        else:
+            with ray_session(cfg) as timeout:
+                _dispatch(cfg, todo, result, on_unit=on_unit, ready_timeout=timeout)
     result.all_committed = committed_units(cfg.output.url, cfg.output.storage_options)
     result.mismatched = verify_committed(result.mined, result.all_committed, cfg.output.url)
     result.sizes = write_sizes(cfg.output.url, result.all_committed, cfg.output.storage_options)
@@ -187,7 +285,8 @@ def verify_committed(mined: list[dict[str, Any]], found: dict[int, dict], out_ur
     return problems
 
 
-def _dispatch(cfg: MineConfig, todo: list[WorkUnit], result: RunResult, *, on_unit) -> None:
+def _dispatch(cfg: MineConfig, todo: list[WorkUnit], result: RunResult, *, on_unit,
+              ready_timeout: float | None = None) -> None:
     actor_cls = ray.remote(MiningActor).options(
         num_cpus=cfg.ray.num_cpus_per_actor, num_gpus=cfg.ray.num_gpus_per_actor,
         max_restarts=cfg.ray.max_restarts, max_task_retries=cfg.ray.max_task_retries,
@@ -196,7 +295,14 @@ def _dispatch(cfg: MineConfig, todo: list[WorkUnit], result: RunResult, *, on_un
     n_actors = min(cfg.ray.num_actors, len(todo))
     actors = [actor_cls.remote(cfg, logging.getLogger().level) for _ in range(n_actors)]
     try:
-        ray.get([a.ready.remote() for a in actors])
+        ray.get([a.ready.remote() for a in actors], timeout=ready_timeout)
+    except ray.exceptions.GetTimeoutError:
+        raise ActorStartError(f"no mining actor was placed within ray.wait_for_resources_s={ready_timeout:g} s: "
+                              "the cluster still lacks the resources one actor asks for") from None
+    except ray.exceptions.RayTaskError as err:  # ready() raised the actor's start-up error
+        if isinstance(err.cause, ActorStartError):
+            raise ActorStartError(f"mining actors could not start: {err.cause}") from None
+        raise
     except ray.exceptions.RayActorError as err:
         cause = getattr(err, "error_msg", None) or str(err)
         last = [line for line in cause.splitlines() if line.strip()][-1:]

@@ -58,7 +58,7 @@ def load_scoring_clip(cfg: MineConfig, device: torch.device) -> tuple[ClipBundle
     prompted.eval()
     bundle.model = prompted.clip
     if bundle.name != cfg.clip.model:
-        log.warning("clip.prompt was tuned on %s; clip.model=%s is ignored", bundle.name, cfg.clip.model)
+        log.info("clip.prompt was tuned on %s; clip.model=%s is ignored", bundle.name, cfg.clip.model)
     return bundle, prompted.prompt
 
 

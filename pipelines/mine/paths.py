@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ovseg.clip import WEIGHT_FILE_SUFFIXES
+from pipelines.config.cli import StartupError
 
 #: Config fields (``section.field``) that may hold a local path (or a brace pattern / glob of them).
 LOCAL_PATH_FIELDS: tuple[str, ...] = (
@@ -30,7 +31,7 @@ LOCAL_PATH_FIELDS: tuple[str, ...] = (
 )
 
 
-class StorageError(RuntimeError):
+class StorageError(StartupError):
     """The output location cannot be used as configured (e.g. node-local on a multi-node cluster)."""
 
 

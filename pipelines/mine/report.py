@@ -29,17 +29,18 @@ Judge = Callable[[dict[str, Any]], Optional[str]]
 
 def sample_pairs(out_url: str, units: list[int], n: int, *,
                  storage_options: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """Up to ``n`` pairs spread over the committed ``units``: ``{key, image (PIL), noun, score, meta, mask}``.
+    """``n`` pairs (fewer only when the shards hold fewer) spread over the committed ``units``:
+    ``{key, image (PIL), noun, score, meta, mask}``, taken round robin: the first pair of every
+    shard, then the second, ..., so a short shard leaves its share to the others.
 
     ``mask`` is the crop-aligned mask, bool ``[S, S]`` (None without a png member); ``meta`` the
     pair's :class:`~pipelines.pairs.format.PairMeta`.
     """
     if not units or n <= 0:
         return []
-    per_shard = max(1, -(-n // len(units)))
-    out: list[dict[str, Any]] = []
+    per_shard: list[list[dict[str, Any]]] = []
     for index in units:
-        taken = 0
+        taken: list[dict[str, Any]] = []
         for sample in iter_tar(shard_url(out_url, index), Counter(), storage_options):
             if "jpg" not in sample or "json" not in sample:
                 continue
@@ -49,13 +50,12 @@ def sample_pairs(out_url: str, units: list[int], n: int, *,
                 continue
             image = Image.open(io.BytesIO(sample["jpg"])).convert("RGB")
             mask = (np.asarray(Image.open(io.BytesIO(sample["png"])).convert("L")) > 127) if "png" in sample else None
-            out.append({"key": sample["__key__"], "image": image, "noun": meta.noun, "score": meta.score,
-                        "meta": meta, "mask": mask})
-            taken += 1
-            if taken >= per_shard:
+            taken.append({"key": sample["__key__"], "image": image, "noun": meta.noun, "score": meta.score,
+                          "meta": meta, "mask": mask})
+            if len(taken) >= n:
                 break
-        if len(out) >= n:
-            break
+        per_shard.append(taken)
+    out = [shard[i] for i in range(n) for shard in per_shard if i < len(shard)]
     return out[:n]
 
 
@@ -64,35 +64,56 @@ SHORT_REASONS = {"mask_iou_below_threshold": "mask IoU < 0.5", "noun_not_a_categ
                  "category_absent_from_image": "not in image"}
 
 
-def contact_sheet(pairs: list[dict[str, Any]], columns: int = 8) -> Image.Image:
-    """Grid of ``TILE``-px crops with their noun and score underneath.
+GAP = 6  # px between tiles
+FRAME = (90, 90, 90)  # the frame of a tile without a verdict
+FILL_NOTE = "grey inside a tile = CLIP's mean colour, filled in outside the mask (the OVSeg crop)"
+RANDOM_NOTE = "CLIP is random-initialised: scores and pairs are meaningless (code path only)"
 
+
+def clip_is_random(config: dict[str, Any]) -> bool:
+    """True when the run's ``clip`` section names no weights (no pretrained tag, checkpoint or prompt)."""
+    clip = config.get("clip") or {}
+    return bool(clip) and not (clip.get("pretrained") or clip.get("checkpoint") or clip.get("prompt"))
+
+
+def contact_sheet(pairs: list[dict[str, Any]], columns: int = 8, *, notes: list[str] = ()) -> Image.Image:
+    """Grid of framed ``TILE``-px crops, ``GAP`` px apart, with their noun and score underneath.
+
+    A header says what the grey fill is, then each of ``notes`` (e.g. :data:`RANDOM_NOTE`, in red).
     When a pair carries ``wrong`` (``None`` = right against the ground truth, else the reason), its
-    tile gets a green or red frame and the reason, and the sheet gets a legend on top.
+    tile gets a green or red frame and the reason, and the header a legend.
     """
     judged = any("wrong" in p for p in pairs)
     rows = max(1, -(-len(pairs) // columns))
     label_h = 44 if judged else 30
-    top = 24 if judged else 0
-    sheet = Image.new("RGB", (columns * TILE, top + rows * (TILE + label_h)), "white")
+    line_h = 18
+    header = [(FILL_NOTE, "black")] + [(note, WRONG) for note in notes]
+    top = GAP + line_h * (len(header) + judged) + GAP
+    width = GAP + columns * (TILE + GAP)
+    sheet = Image.new("RGB", (width, top + rows * (TILE + label_h + GAP)), "white")
     draw = ImageDraw.Draw(sheet)
     font = ImageFont.load_default(size=12)
+    for i, (text, color) in enumerate(header):
+        draw.text((GAP, GAP + i * line_h), text, fill=color, font=font)
     if judged:
+        y = GAP + len(header) * line_h
         n_right = sum(1 for p in pairs if "wrong" in p and p["wrong"] is None)
-        draw.rectangle((4, 5, 18, 19), outline=RIGHT, width=3)
-        draw.text((24, 6), f"right against ground truth ({n_right})", fill="black", font=font)
-        draw.rectangle((260, 5, 274, 19), outline=WRONG, width=3)
-        draw.text((280, 6), f"wrong, reason under the tile ({len(pairs) - n_right})", fill="black", font=font)
+        draw.rectangle((GAP, y, GAP + 14, y + 14), outline=RIGHT, width=3)
+        draw.text((GAP + 20, y + 1), f"right against ground truth ({n_right})", fill="black", font=font)
+        draw.rectangle((GAP + 256, y, GAP + 270, y + 14), outline=WRONG, width=3)
+        draw.text((GAP + 276, y + 1), f"wrong, reason under the tile ({len(pairs) - n_right})", fill="black", font=font)
     for i, pair in enumerate(pairs):
-        x, y = (i % columns) * TILE, top + (i // columns) * (TILE + label_h)
+        x, y = GAP + (i % columns) * (TILE + GAP), top + (i // columns) * (TILE + label_h + GAP)
         sheet.paste(pair["image"].resize((TILE, TILE)), (x, y))
         draw.text((x + 3, y + TILE + 1), pair["noun"][:20], fill="black", font=font)
         draw.text((x + 3, y + TILE + 15), f"{pair['score']:.3f}", fill="dimgray", font=font)
         if "wrong" in pair:
             color = RIGHT if pair["wrong"] is None else WRONG
-            draw.rectangle((x + 1, y + 1, x + TILE - 2, y + TILE - 2), outline=color, width=4)
+            draw.rectangle((x - 2, y - 2, x + TILE + 1, y + TILE + 1), outline=color, width=4)
             text = "right" if pair["wrong"] is None else SHORT_REASONS.get(pair["wrong"], pair["wrong"])[:18]
             draw.text((x + 3, y + TILE + 29), text, fill=color, font=font)
+        else:
+            draw.rectangle((x - 1, y - 1, x + TILE, y + TILE), outline=FRAME, width=1)
     return sheet
 
 
@@ -129,6 +150,7 @@ def _markdown(report: dict[str, Any]) -> str:
     t = report["totals"]
     lines = [
         "# Mining report", "",
+        *([f"**{RANDOM_NOTE}.**", ""] if clip_is_random(report.get("config") or {}) else []),
         f"- units: {t['units']} committed ({report['mined_this_run']} this run, {len(report['failed'])} failed)",
         f"- images: {t['images']}, captions: {t['captions']}, nouns: {t['nouns']}, proposals: {t['proposals']}",
         f"- pairs: {t['pairs']} ({t['unique_nouns']} unique nouns)",
@@ -267,5 +289,5 @@ def write_report(out_url: str, run: RunResult, *, config: dict[str, Any], n_shee
         pair["wrong"] = judge(pair) if pair["mask"] is not None else "no_mask"
     if pairs:
         with fs.open(f"{root}/contact_sheet.png", "wb") as f:
-            contact_sheet(pairs).save(f, format="PNG")
+            contact_sheet(pairs, notes=[RANDOM_NOTE] if clip_is_random(config) else []).save(f, format="PNG")
     return report

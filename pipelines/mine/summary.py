@@ -33,3 +33,28 @@ def closing_lines(result: Any, report: dict[str, Any] | None, out_url: str) -> l
         lines.append(f"  report: {out_url}/report.md  contact sheet: {out_url}/contact_sheet.png")
     lines.append(f"  output: {out_url}")
     return lines
+
+
+def _weights(pretrained: str | None, checkpoint: str | None) -> str:
+    return checkpoint or (f"pretrained {pretrained}" if pretrained else "random-initialised: scores are meaningless")
+
+
+def clip_description(clip: Any) -> str:
+    """The start banner's words for the CLIP that scores the crops (a mining ``clip`` section).
+
+    With ``clip.prompt`` the prompt file's own CLIP is named (it replaces model/pretrained/checkpoint).
+    """
+    if clip.prompt:
+        try:
+            from ovseg.mpt_export import load_prompt
+
+            export = load_prompt(clip.prompt)
+        except Exception:  # noqa: BLE001 - a remote or unreadable file: the actors will say why
+            return f"CLIP + mask prompt {clip.prompt}"
+        checkpoint = export.clip_checkpoint
+        if checkpoint and "://" not in clip.prompt and not checkpoint.startswith("/"):
+            from pathlib import Path
+
+            checkpoint = str(Path(clip.prompt).parent / checkpoint)
+        return f"CLIP {export.clip_model} ({_weights(export.pretrained, checkpoint)}) + mask prompt {clip.prompt}"
+    return f"CLIP {clip.model} ({_weights(clip.pretrained, clip.checkpoint)})"

@@ -15,7 +15,7 @@ from fsspec.core import has_magic, url_to_fs
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["expand_urls", "parent_url", "join_url", "basename"]
+__all__ = ["expand_urls", "parent_url", "join_url", "basename", "storage_problem"]
 
 
 def _has_protocol(url: str) -> bool:
@@ -76,3 +76,27 @@ def join_url(base: str, rel: str) -> str:
     while rel.startswith("./"):
         rel = rel[2:]
     return f"{base.rstrip('/')}/{rel}"
+
+
+CREDENTIAL_ERRORS = ("NoCredentialsError", "PartialCredentialsError", "DefaultCredentialsError",
+                     "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken")
+
+
+def storage_problem(err: BaseException, *, key: str, url: str) -> str:
+    """One line saying why ``url`` (the value of config key ``key``) cannot be read and what to do.
+
+    The credentials case names where fsspec looks for them and the ``*storage_options`` key next to ``key``.
+    """
+    chain, seen = [], err
+    while seen is not None and len(chain) < 5:
+        chain.append(seen)
+        seen = seen.__cause__ or seen.__context__
+    names = " ".join(type(e).__name__ + " " + str(e) for e in chain)
+    options = key.rsplit(".", 1)[0] + ".storage_options"
+    first = next((line.strip() for line in str(err).splitlines() if line.strip()), type(err).__name__)
+    if any(name in names for name in CREDENTIAL_ERRORS) or "credentials" in names.lower():
+        return (f"{key}={url}: no usable credentials for {url.split('://', 1)[0]}:// ({first}); set them in the "
+                f"environment (e.g. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), the provider's config file, or {options}")
+    if isinstance(err, FileNotFoundError):
+        return f"{key}={url}: not found ({first}); check the path"
+    return f"{key}={url}: cannot be read ({type(err).__name__}: {first}); check the URL and {options}"

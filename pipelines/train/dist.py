@@ -5,6 +5,7 @@ import datetime
 import logging
 import os
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.distributed as dist
@@ -30,11 +31,17 @@ class World:
         return self.size > 1
 
 
-def init_world(device: str = "auto", timeout_s: int = 1800) -> World:
+def init_world(device: str = "auto", timeout_s: int = 1800, *, key: str = "run.device") -> World:
     """Read torchrun's environment and start the process group when there is more than one process.
 
     ``device="auto"`` takes ``cuda:<local rank>`` with NCCL when CUDA is available, else CPU with gloo.
+    ``device="cuda"`` without CUDA raises :class:`~pipelines.config.cli.StartupError` naming ``key``.
     """
+    if device == "cuda" and not torch.cuda.is_available():
+        from pipelines.config.cli import StartupError
+
+        raise StartupError(f"{key}=cuda but this machine has no usable CUDA GPU (torch.cuda.is_available() is "
+                           f"False); set {key}=cpu (or auto), or run on a GPU machine")
     rank = int(os.environ.get("RANK", 0))
     size = int(os.environ.get("WORLD_SIZE", 1))
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
@@ -99,3 +106,17 @@ def gather_with_local_grad(x: torch.Tensor, world: World) -> torch.Tensor:
 def barrier(world: World) -> None:
     if world.distributed:
         dist.barrier()
+
+
+def checked_once(check: Callable[[], str | None], world: World) -> str | None:
+    """Run ``check`` on rank 0 only and give every rank its answer (a problem in one line, or None).
+
+    Start-up probes (storage, credentials) run once per job this way, not once per rank: eight ranks
+    without credentials print one line, not eight tracebacks.
+    """
+    problem = check() if world.is_main else None
+    if world.distributed:
+        box = [problem]
+        dist.broadcast_object_list(box, src=0)
+        problem = box[0]
+    return problem

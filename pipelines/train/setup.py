@@ -113,3 +113,29 @@ def eval_stream(cfg: TuneConfig, plan: DataPlan, bundle: ClipBundle, *, world: W
         std=bundle.std, rank=world.rank, world_size=world.size, infinite=False,
         holdout_percent=holdout, split=split,
     )
+
+
+def storage_check(sources: list[tuple[str, str, dict | None]]) -> str | None:
+    """The first ``(config key, shard spec, storage options)`` whose shards cannot be listed, as one line
+    (:func:`pipelines.storage.urls.storage_problem`), or None. For :func:`pipelines.train.dist.checked_once`."""
+    from pipelines.pairs.format import shard_urls
+    from pipelines.storage.urls import storage_problem
+
+    for key, spec, options in sources:
+        try:
+            shard_urls(spec, options or None)
+        except Exception as err:  # noqa: BLE001 - any failure to list is the user's URL or credentials
+            log.debug("listing %s failed", spec, exc_info=True)
+            return storage_problem(err, key=key, url=spec)
+    return None
+
+
+def tune_sources(cfg: TuneConfig) -> list[tuple[str, str, dict | None]]:
+    """``(config key, spec, storage options)`` of every shard source a tuning run reads."""
+    out = []
+    for i, source in enumerate(cfg.data.sources):
+        key = "data.urls" if cfg.data.urls and len(cfg.data.sources) == 1 else f"data.sources[{i}].urls"
+        out.append((key, source.urls, source.storage_options))
+    if cfg.eval.urls:
+        out.append(("eval.urls", cfg.eval.urls, cfg.data.storage_options))
+    return out

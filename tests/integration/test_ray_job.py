@@ -21,6 +21,7 @@ from tests.integration.processes import kill_session, start_session
 pytestmark = pytest.mark.integration
 RAY = str(Path(sys.executable).parent / "ray")
 HEAD_DIRS: dict[str, Path] = {}  # dashboard address -> the directory its head was started in
+GCS: dict[str, str] = {}  # dashboard address -> the head's GCS address (for ray.address=)
 
 
 def _free_port() -> int:
@@ -52,6 +53,7 @@ def ray_head(tmp_path_factory, ray_env):
                          log_dir / "head.log", ray_env, str(head_dir))
     address = f"http://127.0.0.1:{dash_port}"
     HEAD_DIRS[address] = head_dir
+    GCS[address] = f"127.0.0.1:{gcs_port}"
     try:
         deadline = time.time() + 180
         while time.time() < deadline:
@@ -109,8 +111,8 @@ import pipelines.mine.driver as runner
 
 real = runner._dispatch
 
-def dispatch(cfg, todo, result, *, on_unit):  # the actors commit; then unit 0's commit marker vanishes
-    real(cfg, todo, result, on_unit=on_unit)
+def dispatch(cfg, todo, result, **kw):  # the actors commit; then unit 0's commit marker vanishes
+    real(cfg, todo, result, **kw)
     os.remove(runner.shard_url(cfg.output.url, 0)[: -len(".tar")] + ".stats.json")
 
 runner._dispatch = dispatch
@@ -164,3 +166,46 @@ def test_ray_job_submit_mines_committed_readable_shards(ray_head, ray_env, tmp_p
     report = json.loads((out / "report.json").read_text())
     assert report["totals"]["pairs"] == len(samples)
     assert (out / "contact_sheet.png").stat().st_size > 1000
+
+
+def test_a_gpu_request_no_node_can_meet_fails_in_one_line(ray_head, ray_env, tmp_path):
+    """Issue 18, case 2: ``ray.num_gpus_per_actor=1`` on this head without GPUs ended never (Ray's
+    autoscaler repeated "No available node types can fulfill resource request" every 35 s). Now the
+    driver compares the request with the nodes' resources: one line, exit 2, nothing mined; with
+    ``ray.wait_for_resources_s`` it says once that it waits, then gives up."""
+    base = [sys.executable, str(REPO / "jobs/mine.py"), "--config", str(REPO / "conf/smoke/mine.yaml"),
+            f"ray.address={GCS[ray_head]}", "ray.num_gpus_per_actor=1", f"output.url={tmp_path / 'pairs'}"]
+    started = time.time()
+    run = subprocess.run(base, capture_output=True, text=True, env=ray_env, timeout=300, cwd=REPO)
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert run.returncode == 2, run.stdout[-2000:] + run.stderr[-3000:]
+    assert lines == ["error: ray.num_gpus_per_actor=1: no node of the Ray cluster has that many GPU (the most is 0); "
+                     "set ray.num_gpus_per_actor=0 and run.device=cpu, add such nodes, or with an autoscaler set "
+                     "ray.wait_for_resources_s=600"], run.stderr[-3000:]
+    assert run.stdout == "" and not (tmp_path / "pairs").exists()
+    assert time.time() - started < 120
+
+    run = subprocess.run(base + ["ray.wait_for_resources_s=3"], capture_output=True, text=True, env=ray_env,
+                         timeout=300, cwd=REPO)
+    assert run.returncode == 2, run.stdout[-2000:] + run.stderr[-3000:]
+    waits = [line for line in run.stderr.splitlines() if "waiting up to 3 s for the autoscaler" in line]
+    assert len(waits) == 1, run.stderr[-3000:]
+    assert run.stderr.splitlines()[-1] == ("error: no mining actor was placed within ray.wait_for_resources_s=3 s: "
+                                           "the cluster still lacks the resources one actor asks for"), run.stderr[-3000:]
+
+
+def test_actors_that_cannot_load_their_weights_fail_in_one_line(ray_head, ray_env, tmp_path):
+    """Issue 18, case 1's other half: an actor's start-up error reached the terminal as ~200 lines of
+    Ray creation-task traceback per actor; now the actor reports it and the driver prints one line."""
+    bad = tmp_path / "not_weights.pt"
+    bad.write_text("garbage")
+    run = subprocess.run([sys.executable, str(REPO / "jobs/mine.py"), "--config", str(REPO / "conf/smoke/mine.yaml"),
+                          f"ray.address={GCS[ray_head]}", f"clip.checkpoint={bad}", f"output.url={tmp_path / 'pairs'}"],
+                         capture_output=True, text=True, env=ray_env, timeout=300, cwd=REPO)
+    text = run.stdout + run.stderr
+    assert run.returncode == 2, text[-3000:]
+    assert run.stderr.splitlines()[-1] == (f"error: mining actors could not start: ClipLoadError: {bad}: not a CLIP "
+                                           "weight file (a state dict for torch.load(weights_only=True) or "
+                                           ".safetensors): UnpicklingError"), text[-3000:]
+    assert "Traceback" not in text and "(MiningActor" not in text, text[-3000:]
+    assert not list((tmp_path / "pairs").glob("*.stats.json"))

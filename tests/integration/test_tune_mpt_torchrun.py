@@ -107,3 +107,23 @@ def test_kill_after_checkpoint_then_resume(shards, tmp_path):
     assert summary["resumed_from_step"] == killed_at and summary["step"] == killed_at + 2
     assert summary["samples_seen"] == (killed_at + 2) * 8
     assert f"steps {killed_at} -> {killed_at + 2} of 400" in resumed.stdout
+
+
+def test_ranks_without_storage_credentials_print_one_line(tmp_path):
+    """Issue 18, case 6: 8 ranks without S3 credentials printed 773 lines (a NoCredentialsError and
+    s3fs warnings per rank). Rank 0 probes the storage once and alone prints the error line; the
+    rest is torchrun's own failure summary, which names rank 0 and exit code 2."""
+    from tests.unit.test_startup_errors import no_credentials_env
+
+    proc = subprocess.run(torchrun("data.urls=s3://bucket/pairs", f"run.out_dir={tmp_path / 'run'}"), cwd=ROOT,
+                          env=dict(no_credentials_env(), OMP_NUM_THREADS="1"), capture_output=True, text=True,
+                          timeout=300)
+    text = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    assert errors == ["error: data.urls=s3://bucket/pairs: no usable credentials for s3:// (Unable to locate "
+                      "credentials); set them in the environment (e.g. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY), "
+                      "the provider's config file, or data.storage_options"], text[-3000:]
+    assert "NoCredentialsError" not in text and "botocore" not in text and "s3fs" not in text
+    assert "rank      : 0 (local_rank: 0)\n  exitcode  : 2" in text, text[-3000:]  # rank 0 is the root cause
+    assert not (tmp_path / "run").exists()

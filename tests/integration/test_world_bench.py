@@ -132,7 +132,7 @@ def _run_bench(out: Path, bug: str | None = None, backends: str = "gt,superpixel
         (inject / "sitecustomize.py").write_text(_LAZY_PATCH.format(target=target, code=textwrap.dedent(code)))
         env["PYTHONPATH"] = os.pathsep.join([str(inject), str(REPO), env.get("PYTHONPATH", "")])
     run = subprocess.run(
-        [sys.executable, "bench/world.py", "--world", str(out / "data"), "--out", str(out / "run"),
+        [sys.executable, "-m", "bench.world", "--world", str(out / "data"), "--out", str(out / "run"),
          "--train", "150", "--val", "40", "--units", "75", "--tune-steps", "60", "--no-finetune", "--no-round2",
          "--backends", backends, *extra],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)

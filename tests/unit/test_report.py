@@ -9,7 +9,8 @@ from PIL import Image
 from pipelines.config.load import load_config
 from pipelines.mine.config import MineConfig
 from pipelines.mine.model_stage import UnitMiner
-from pipelines.mine.report import RIGHT, WRONG, ground_truth_check, ground_truth_quality, write_report
+from pipelines.mine.report import (GAP, RANDOM_NOTE, RIGHT, TILE, WRONG, ground_truth_check, ground_truth_quality,
+                                   sample_pairs, write_report)
 from pipelines.pairs.writer import committed_units
 from pipelines.mine.stats import RunResult
 from tests.conftest import REPO
@@ -42,7 +43,7 @@ def test_report_with_ground_truth(world, tmp_path):
     assert f"pair precision: {gt['precision']:.3f}" in md and "## Top nouns" in md
     assert json.loads((out / "report.json").read_text())["ground_truth"]["pairs"] == gt["pairs"]
     sheet = Image.open(out / "contact_sheet.png")
-    assert sheet.size[0] == 8 * 128 and sheet.size[1] >= 158
+    assert sheet.size[0] == GAP + 8 * (TILE + GAP) and sheet.size[1] >= 158
     assert Image.open(out / "score_hist.png").size == (600, 300)
 
 
@@ -65,7 +66,8 @@ def test_contact_sheet_marks_right_and_wrong_and_histogram_fits_scores(world, tm
     green = (np.abs(sheet - RIGHT).sum(-1) < 30).sum()
     red = (np.abs(sheet - WRONG).sum(-1) < 30).sum()
     assert green > 4 * 128 and red > 4 * 128  # at least one framed tile of each
-    assert sheet.shape[0] == 24 + 6 * (128 + 44)  # legend band + 48 tiles of 8 columns with 3 label lines
+    # header (grey-fill note + legend) + 48 tiles of 8 columns with 3 label lines, GAP px apart
+    assert sheet.shape[0] == GAP + 2 * 18 + GAP + 6 * (TILE + 44 + GAP)
     hist = np.asarray(Image.open(out / "score_hist.png").convert("RGB")).astype(int)
     bars = np.abs(hist - (31, 119, 180)).sum(-1) < 40  # tab:blue
     cols = np.flatnonzero(bars.any(0))
@@ -94,3 +96,31 @@ def test_busy_seconds_is_the_union_of_unit_intervals():
     assert busy_seconds([{"started": 0, "finished": 4}, {"started": 1, "finished": 3},
                          {"started": 10, "finished": 12}, {"seconds": 1.5}]) == pytest.approx(7.5)
     assert busy_seconds([]) == 0.0
+
+
+def test_contact_sheet_shows_the_number_asked_for_framed_and_says_when_clip_is_random(world, tmp_path):
+    """Uneven shards still give the pairs asked for; every tile has a frame and a gap; a random CLIP
+    is named in the report and on the sheet (red header line)."""
+    import numpy as np
+
+    out = tmp_path / "pairs"
+    cfg = load_config(MineConfig, "conf/smoke/mine.yaml", [
+        f"corpus.url={world}/coco/annotations/captions_train.json", f"corpus.images_url={world}/coco/train",
+        f"output.url={out}", "corpus.images_per_unit=5", "proposals.max_proposals=6"])
+    miner = UnitMiner(cfg)
+    mined = [miner.mine_unit(u) for u in miner.reader.plan_units()]
+    counts = [s["pairs"] for s in mined]
+    n = sum(counts) - 1
+    assert len(set(counts)) > 1 and min(counts) < -(-n // len(counts))  # a short shard: the old 47-of-48 case
+    assert len(sample_pairs(str(out), sorted(s["unit"] for s in mined), n)) == n
+    from pipelines.config.load import as_dict
+
+    run = RunResult(all_committed=committed_units(str(out)), mined=mined, seconds=2.0)
+    write_report(str(out), run, config=as_dict(cfg), n_sheet=8)
+    assert RANDOM_NOTE in (out / "report.md").read_text()
+    sheet = np.asarray(Image.open(out / "contact_sheet.png").convert("RGB")).astype(int)
+    header = sheet[: GAP + 2 * 18]
+    assert (np.abs(header - WRONG).sum(-1) < 60).sum() > 50  # the red random-CLIP line
+    top = GAP + 2 * 18 + GAP
+    assert (sheet[top:top + TILE, GAP + TILE + 1: GAP + TILE + GAP - 1] == 255).all()  # a white gap between tiles
+    assert (sheet[top - 1, GAP: GAP + TILE] < 128).all()  # the first tile's frame
