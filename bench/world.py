@@ -6,7 +6,9 @@
 1. World corpus (seed, sizes fixed up front) under --world: COCO captions+instances, semseg val.
 2. Round 1: mining with the committed world CLIP (jobs/mine.py, conf/world/mine.yaml), proposals
    ``gt`` and ``superpixel``: pair precision (mask IoU ≥ 0.5 with an instance of the noun's
-   category), by kind (objects, backgrounds), and recall.
+   category), by kind (objects, backgrounds), and recall, each precision beside the chance of a
+   random candidate mask for the same pairs; every matching strategy replayed on the same
+   similarities (bench/pair_tables.py). Thresholds are off; ``--mine-only`` stops here.
 3. Tuning (jobs/tune_mpt.py, conf/world/tune_mpt.yaml) on the pairs mined from ``--tune-on``
    proposals (default ``gt``: the stand-in for a good class-agnostic proposal model): MPT with the
    CLIP frozen; full fine-tuning of the image tower; MPT on the fine-tuned tower (OVSeg's FT -> MPT,
@@ -37,11 +39,11 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
+from bench.pair_tables import mining_table, quality_with_chance, strategy_rows, strategy_table, world_matching
 from bench.world_eval import TunedRun, evaluate, load_models
 from bench.world_mining import CHECKPOINT, ensure_world, mine, run_job, world_ground_truth
 from bench.world_recall import CHECKPOINT as MASKFORMER
 from bench.world_recall import maskformer_seen_names, precision_table, recall_table, run_recall
-from pipelines.pairs.quality import mining_quality
 from pipelines.world.categories import NAMES
 from pipelines.world.generate import image_id_of
 from bench.world_segment import ClipVariant, segment_table
@@ -65,12 +67,11 @@ def tune(pairs: Path, out: Path, name: str, steps: int | None, extra: list[str],
 
 def table(result: dict) -> str:
     """The result as a plain-text table."""
-    lines = ["== mining (thresholds off: every noun gets its best mask) =="]
-    lines.append(f"{'pairs mined by':<34}{'pairs':>7}{'precision':>11}{'recall':>8}{'objects':>9}{'backgr.':>9}")
-    for name, q in result["mining"].items():
-        by_kind = q["precision_by_kind"]
-        lines.append(f"{name:<34}{q['pairs']:>7}{q['precision']:>11.3f}{q['recall']:>8.3f}"
-                     f"{by_kind['thing']['precision']:>9.3f}{by_kind['stuff']['precision']:>9.3f}")
+    lines = ["== mining (thresholds off: every noun gets its best mask; chance = a random candidate mask) =="]
+    lines.append(mining_table(result["mining"]))
+    if result.get("strategies"):
+        lines.append("\n== matching strategies replayed on the same similarities (P precision, R recall) ==")
+        lines.append(strategy_table(result["strategies"]))
     ev = result["eval"]
     lines.append(f"\n== held-out val ({ev['val_images']} images, {ev['crops']} GT masks of which {ev['crops_thing']} "
                  f"objects, {ev['proposals_per_image']:.1f} superpixel proposals/image, {len(NAMES)} classes) ==")
@@ -109,6 +110,10 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--tune-on", choices=("gt", "superpixel"), default="gt", help="pairs the tuning runs train on")
     ap.add_argument("--no-finetune", action="store_true", help="skip the fine-tuning runs (FT, FT+MPT)")
     ap.add_argument("--no-round2", action="store_true", help="skip re-mining with the tuned CLIP")
+    ap.add_argument("--mine-only", action="store_true", help="round-1 mining and its pair quality only (no tuning, "
+                    "no held-out evaluation)")
+    ap.add_argument("--mine-override", action="append", default=[], help="extra jobs/mine.py override "
+                    "(key=value), repeatable; e.g. crops.impl=batched")
     ap.add_argument("--segment", action="store_true", help="add the segmentation table (bench/world_segment.py; "
                     "needs the world MaskFormer, ~10 s per val image and model on 2 cores)")
     args = ap.parse_args(argv)
@@ -127,23 +132,33 @@ def main(argv: list[str] | None = None) -> dict:
     timed("world", ensure_world, args.world, args.seed, args.train, args.val)
     gt = world_ground_truth(args.world, "train")
     train_ids = {image_id_of("train", i) for i in range(args.train)}
-    mining, pairs = {}, {}
+    mining, pairs, strategies = {}, {}, {}
 
     def mine_and_measure(name: str, backend: str, *, folder: str | None = None, prompt: str | None = None) -> None:
         folder = folder or backend
         pairs[name] = timed(f"mine_{folder}", mine, args.world, args.out, folder, backend=backend, units=args.units,
-                            checkpoint=args.checkpoint, prompt=prompt)
-        mining[name] = mining_quality(pairs[name], gt, image_ids=train_ids)
-        mining[f"{name}, margin>=0"] = mining_quality(pairs[name], gt, image_ids=train_ids, min_margin=0.0)
+                            checkpoint=args.checkpoint, prompt=prompt, extra=tuple(args.mine_override))
+        mining[name] = quality_with_chance(pairs[name], gt, image_ids=train_ids)
+        mining[f"{name}, margin>=0"] = quality_with_chance(pairs[name], gt, image_ids=train_ids, min_margin=0.0)
+        if prompt is None:  # every strategy replayed on the same similarities, each beside its chance
+            strategies[name] = strategy_rows(pairs[name], gt, world_matching(), image_ids=train_ids)
         q = mining[name]
-        print(f"mined {name}: {q['pairs']} pairs, precision {q['precision']:.3f} "
-              f"(objects {q['precision_by_kind']['thing']['precision']:.3f})", flush=True)
+        print(f"mined {name}: {q['pairs']} pairs, precision {q['precision']:.3f} (chance {q['chance']['precision']:.3f}; "
+              f"objects {q['precision_by_kind']['thing']['precision']:.3f}, chance "
+              f"{q['chance']['precision_by_kind']['thing']['precision']:.3f})", flush=True)
 
     backends = [b for b in args.backends.split(",") if b]
     if args.tune_on not in backends:
         ap.error(f"--tune-on {args.tune_on} must be one of --backends {args.backends}")
     for backend in backends:
         mine_and_measure(backend, backend)
+    if args.mine_only:
+        result = {"settings": {k: str(v) for k, v in vars(args).items()}, "mining": mining, "strategies": strategies,
+                  "seconds": {k: round(v, 1) for k, v in timings.items()}}
+        print(mining_table(mining) + "\n\n" + strategy_table(strategies))
+        path = args.json or args.out / "world_bench.json"
+        path.write_text(json.dumps(result, indent=1, default=str))
+        return result
     proposal_recall = timed("proposal_recall", run_recall, args.world, args.val) if "maskformer" in backends else None
     runs: list[TunedRun] = []
     summaries: dict[str, dict] = {}
@@ -176,7 +191,7 @@ def main(argv: list[str] | None = None) -> dict:
                                                   "eval_before", "eval_after", "train_seconds")}
                     for name, s in summaries.items()}
     result = {"settings": {k: str(v) for k, v in vars(args).items()},
-              "mining": mining, "eval": ev, "proposal_recall": proposal_recall,
+              "mining": mining, "strategies": strategies, "eval": ev, "proposal_recall": proposal_recall,
               "seconds": {k: round(v, 1) for k, v in timings.items()}}
     print(table(result))
     path = args.json or args.out / "world_bench.json"

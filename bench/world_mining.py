@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from bench.pair_tables import THRESHOLDS_OFF
 from pipelines.pairs.quality import GroundTruth
 from pipelines.world.categories import CATEGORIES
 from pipelines.world.generate import generate_split
@@ -54,7 +55,7 @@ def run_job(args: list[str], log_path: Path) -> None:
 
 
 def mine(world: Path, out: Path, name: str, *, backend: str, units: int, checkpoint: Path,
-         prompt: str | None = None) -> Path:
+         prompt: str | None = None, extra: tuple[str, ...] = ()) -> Path:
     """Run jobs/mine.py on the world's train split into ``out/pairs-<name>``; returns that folder."""
     pairs = out / f"pairs-{name}"
     if pairs.exists():
@@ -65,5 +66,5 @@ def mine(world: Path, out: Path, name: str, *, backend: str, units: int, checkpo
              f"corpus.images_per_unit={units}", f"proposals.backend={backend}",
              f"proposals.instances_url={ann / 'instances_train.json'}", f"output.url={pairs}",
              f"clip.checkpoint={checkpoint}", *([f"clip.prompt={prompt}"] if prompt else []),
-             "output.report=false"], out / f"mine-{name}.log")
+             "output.report=false", *THRESHOLDS_OFF, *extra], out / f"mine-{name}.log")
     return pairs

@@ -16,7 +16,7 @@ from bench.world_mining import CHECKPOINT as CLIP_CHECKPOINT
 from bench.world_mining import mine, world_ground_truth
 from ovseg.masks import mask_iou
 from ovseg.proposals import ProposalGenerator, build_proposals
-from pipelines.pairs.quality import mining_quality
+from bench.pair_tables import quality_with_chance
 from pipelines.world.categories import CATEGORIES
 from pipelines.world.generate import generate_split, image_id_of
 
@@ -128,7 +128,8 @@ def mine_precision(world: Path, out: Path, *, n_train: int, units: int, backends
     out.mkdir(parents=True, exist_ok=True)
     gt = world_ground_truth(world, "train")
     ids = {image_id_of("train", i) for i in range(n_train)}
-    return {b: mining_quality(mine(world, out, b, backend=b, units=units, checkpoint=CLIP_CHECKPOINT), gt, image_ids=ids)
+    return {b: quality_with_chance(mine(world, out, b, backend=b, units=units, checkpoint=CLIP_CHECKPOINT), gt,
+                                   image_ids=ids)
             for b in backends}
 
 
@@ -141,11 +142,16 @@ def object_precision(q: dict, names: set[str]) -> float:
 def precision_table(mining: dict, seen: set[str]) -> str:
     """Pair precision rows (thresholds off), objects split by the MaskFormer's seen / unseen classes."""
     things = {c.name for c in CATEGORIES if c.kind == "thing"}
-    lines = [f"{'pairs mined by':<20}{'pairs':>7}{'precision':>11}{'recall':>8}{'objects':>9}"
-             f"{'seen obj.':>11}{'unseen obj.':>13}{'backgr.':>9}"]
+    lines = [f"{'pairs mined by':<20}{'pairs':>7}{'precision':>11}{'chance':>8}{'recall':>8}{'objects':>9}{'chance':>8}"
+             f"{'seen obj.':>11}{'unseen obj.':>13}{'backgr.':>9}{'chance':>8}"]
+    nan = {"precision": float("nan"), "precision_by_kind": {"thing": {"precision": float("nan")},
+                                                           "stuff": {"precision": float("nan")}}}
     for name, q in mining.items():
-        k = q["precision_by_kind"]
-        lines.append(f"{name:<20}{q['pairs']:>7}{q['precision']:>11.3f}{q['recall']:>8.3f}"
-                     f"{k['thing']['precision']:>9.3f}{object_precision(q, things & seen):>11.3f}"
-                     f"{object_precision(q, things - seen):>13.3f}{k['stuff']['precision']:>9.3f}")
+        k, c = q["precision_by_kind"], q.get("chance", nan)
+        ck = c["precision_by_kind"]
+        lines.append(f"{name:<20}{q['pairs']:>7}{q['precision']:>11.3f}{c['precision']:>8.3f}{q['recall']:>8.3f}"
+                     f"{k['thing']['precision']:>9.3f}{ck['thing']['precision']:>8.3f}"
+                     f"{object_precision(q, things & seen):>11.3f}"
+                     f"{object_precision(q, things - seen):>13.3f}{k['stuff']['precision']:>9.3f}"
+                     f"{ck['stuff']['precision']:>8.3f}")
     return "\n".join(lines)

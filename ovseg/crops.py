@@ -78,6 +78,28 @@ def expand_boxes(boxes: torch.Tensor, ratio: float, height: int, *, width: int) 
     return out
 
 
+def context_masks(masks: torch.Tensor, ratio: float, *, threshold: float = 0.5) -> torch.Tensor:
+    """Each mask's tight box scaled by ``ratio`` about its centre, as a filled rectangle.
+
+    Cutting these with :func:`masked_crops` (``expand_ratio=1``) gives the *context view* of a
+    mask: the expanded box with its surroundings kept (nothing is filled).
+
+    Args:
+        masks: ``[N,H,W]`` bool, or float thresholded with ``> threshold``.
+
+    Returns:
+        ``[N,H,W]`` bool; an empty mask stays empty.
+    """
+    binary = masks if masks.dtype == torch.bool else masks > threshold
+    out = torch.zeros_like(binary)
+    valid = binary.flatten(1).any(dim=1)
+    height, width = binary.shape[1:]
+    boxes = expand_boxes(mask_boxes(binary[valid]), ratio, height=height, width=width)
+    for i, (x0, y0, x1, y1) in zip(valid.nonzero().flatten().tolist(), boxes.tolist()):
+        out[i, y0:y1, x0:x1] = True
+    return out
+
+
 def masked_crops(
     image: torch.Tensor,
     masks: torch.Tensor,

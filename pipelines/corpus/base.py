@@ -60,6 +60,8 @@ class CorpusConfig:
     download_user_agent: Optional[str] = None  # urls: User-Agent header; None = "ovseg-mine/<version> (...)"
     max_caption_chars: int = 1000  # longer captions are cut at a word boundary
     storage_options: dict[str, Any] = field(default_factory=dict)  # passed to fsspec
+    dedup: str = "off"  # off | phash: an image whose perceptual hash (imagehash.phash) was seen before in its unit is skipped as duplicate_image
+    dedup_max_distance: int = 0  # phash: Hamming distance (of 64 bits) at or below which two images count as one
 
 
 @runtime_checkable

@@ -12,6 +12,7 @@ from typing import Any, Optional
 from pipelines.config.sections import ClipSection, RunBase
 from pipelines.config.load import check
 from pipelines.mine.paths import is_local
+from ovseg.matching import MatchParams
 from pipelines.corpus.base import READERS, CorpusConfig, load_builtin_readers
 
 
@@ -79,23 +80,16 @@ class CropSection:
     threshold: float = 0.5  # soft masks are binarised with > threshold
     expand_ratio: float = 1.0  # box scale about its centre (OVSeg: 1.0)
     fill: str = "mean"  # mean (CLIP mean colour, OVSeg) | zero
+    views: str = "tight"  # tight (OVSeg's masked crop) | tight+context (also the box scaled by context_ratio, surroundings kept; similarities averaged)
+    context_ratio: float = 1.5  # the context view's box scale about its centre
+    impl: str = "auto"  # auto (batched on GPU, per-mask loop on CPU) | loop | batched (ovseg.crops_batched, same crops)
 
     def validate(self, prefix: str) -> None:
         check(self.expand_ratio >= 1.0, prefix + "expand_ratio", "must be >= 1.0")
         check(self.fill in ("mean", "zero"), prefix + "fill", "mean | zero")
-
-
-@dataclass(kw_only=True)
-class MatchSection:
-    min_score: float = 0.2  # cosine similarity floor (real CLIP ViT-B/16 scale)
-    min_margin: float = 0.0  # lead over the runner-up noun on the chosen mask
-    min_area: int = 256  # minimum mask area in pixels
-    min_area_frac: float = 0.001  # minimum mask area as a fraction of the image
-
-    def validate(self, prefix: str) -> None:
-        check(-1.0 <= self.min_score <= 1.0, prefix + "min_score", "must be in [-1, 1]")
-        check(self.min_area >= 0, prefix + "min_area", "must be >= 0")
-        check(0.0 <= self.min_area_frac < 1.0, prefix + "min_area_frac", "must be in [0, 1)")
+        check(self.views in ("tight", "tight+context"), prefix + "views", "tight | tight+context")
+        check(self.context_ratio >= 1.0, prefix + "context_ratio", "must be >= 1.0")
+        check(self.impl in ("auto", "loop", "batched"), prefix + "impl", "auto | loop | batched")
 
 
 @dataclass(kw_only=True)
@@ -108,6 +102,7 @@ class OutputSection:
     overwrite: bool = False  # redo committed units instead of skipping them
     report: bool = True  # write report.{json,md} and contact_sheet.png at the end
     contact_sheet_pairs: int = 48  # pairs shown on the report's contact sheet
+    candidates: bool = False  # also write pairs-%06d.candidates.jsonl.gz: every image's candidate masks (RLE), nouns and similarity matrix (chance baselines, strategy studies)
     keep_images: bool = False  # urls corpus: also write the downloaded images as img2dataset tars (+ parquet, stats) to images_url
     images_url: Optional[str] = None  # where keep_images writes; None = "<url>_images" (a sibling: pair readers search url for tars)
     keep_images_max_side: Optional[int] = None  # keep_images: shrink images whose longer side exceeds N (JPEG, quality 95); None = as fetched
@@ -162,7 +157,7 @@ class MineConfig:
     clip: MineClipSection = field(default_factory=MineClipSection)  # the scoring CLIP
     proposals: ProposalSection = field(default_factory=ProposalSection)  # mask proposals
     crops: CropSection = field(default_factory=CropSection)  # mask → CLIP crop recipe
-    matching: MatchSection = field(default_factory=MatchSection)  # noun ↔ mask matching thresholds
+    matching: MatchParams = field(default_factory=MatchParams)  # noun ↔ mask matching: strategy and thresholds (ovseg.matching)
     output: OutputSection = field(default_factory=OutputSection)  # where and how pairs are written
     ray: RaySection = field(default_factory=RaySection)  # the Ray cluster and actors
     run: MineRunSection = field(default_factory=MineRunSection)  # device, batching, limits
@@ -172,5 +167,9 @@ class MineConfig:
         check(self.corpus.format in READERS, prefix + "corpus.format", f"one of {sorted(READERS)}")
         check(bool(self.corpus.url), prefix + "corpus.url", "must be set")
         check(self.corpus.images_per_unit >= 1, prefix + "corpus.images_per_unit", "must be >= 1")
+        check(self.corpus.dedup in ("off", "phash"), prefix + "corpus.dedup", "off | phash")
+        check(0 <= self.corpus.dedup_max_distance <= 64, prefix + "corpus.dedup_max_distance", "must be in 0..64")
+        for name, problem in self.matching.problems():  # the library owns the rules, the config names the key
+            check(False, prefix + "matching." + name, problem)
         check(not self.output.keep_images or self.corpus.format == "urls", prefix + "output.keep_images",
               "only with corpus.format=urls (other corpora are stored already)")

@@ -25,7 +25,8 @@ import torch
 from ovseg.proposals import ImageContext, Proposals, build_proposals, propose_batch
 from ovseg.proposals.filtering import select_proposals
 from ovseg.text import NounExtractor
-from pipelines.corpus.decode import load_record_image
+from pipelines.corpus.decode import decode_image, read_bytes
+from pipelines.mine.provenance import sha256_hex
 from pipelines.mine.config import MineConfig
 from pipelines.records import ImageRecord, SkipSample
 from pipelines.mine.stage_times import StageTimes
@@ -90,6 +91,8 @@ class PreparedImage:
         masks: ``[M,H,W]`` bool proposals that survived filtering (M >= 1).
         scores: ``[M]`` float proposal scores.
         proposal_index: ``[M]`` long, each mask's index among the backend's top-k proposals.
+        image_sha256: SHA-256 of the encoded image bytes (provenance).
+        phash: 64-bit perceptual hash of the pixels (``corpus.dedup=phash``), else None.
     """
 
     record: ImageRecord
@@ -99,6 +102,8 @@ class PreparedImage:
     masks: torch.Tensor | None = None
     scores: torch.Tensor | None = None
     proposal_index: torch.Tensor | None = None
+    image_sha256: str | None = None
+    phash: int | None = None
 
 
 @dataclass
@@ -118,6 +123,32 @@ def merge_stats(into: UnitStats, part: UnitStats) -> None:
     into.proposals += part.proposals
     into.skipped.update(part.skipped)
     into.rejected.update(part.rejected)
+
+
+def perceptual_hash(pixels: np.ndarray) -> int:
+    """64-bit DCT perceptual hash (``imagehash.phash``) of ``[H,W,3]`` uint8 pixels, as an int."""
+    import imagehash
+    from PIL import Image
+
+    return int(str(imagehash.phash(Image.fromarray(pixels))), 16)
+
+
+class DuplicateFilter:
+    """Images of one unit whose perceptual hash is within ``max_distance`` bits of an earlier one."""
+
+    def __init__(self, max_distance: int = 0) -> None:
+        self.max_distance = max_distance
+        self.seen: list[int] = []
+        self._exact: set[int] = set()
+
+    def is_duplicate(self, phash: int) -> bool:
+        """True when ``phash`` matches an image seen before (which is then not recorded again)."""
+        if phash in self._exact or (self.max_distance > 0 and any(
+                bin(phash ^ h).count("1") <= self.max_distance for h in self.seen)):
+            return True
+        self._exact.add(phash)
+        self.seen.append(phash)
+        return False
 
 
 class CpuStage:
@@ -142,15 +173,20 @@ class CpuStage:
                 stats.images += 1
                 stats.captions += len(record.captions)
                 try:
-                    decoded.append((record, load_record_image(record, self.cfg.run.max_image_pixels,
-                                                              self.cfg.corpus.storage_options)))
+                    data = record.image_bytes
+                    if data is None and record.image_url:
+                        data = read_bytes(record.image_url, self.cfg.corpus.storage_options)
+                    if data is None:
+                        raise SkipSample("missing_image", record.key)
+                    pixels = decode_image(data, max_pixels=self.cfg.run.max_image_pixels)
+                    decoded.append((record, pixels, sha256_hex(data)))
                 except SkipSample as skip:
                     stats.skip(skip.reason)
         with times("nouns"):
-            per_caption = self.nouns.extract([c for r, _ in decoded for c in r.captions])
+            per_caption = self.nouns.extract([c for r, *_ in decoded for c in r.captions])
         candidates: list[PreparedImage] = []
         pos = 0
-        for record, pixels in decoded:
+        for record, pixels, digest in decoded:
             caption_of: dict[str, str] = {}
             for caption, nouns in zip(record.captions, per_caption[pos : pos + len(record.captions)]):
                 for noun in nouns:
@@ -161,7 +197,8 @@ class CpuStage:
             if not nouns:
                 stats.skip("no_nouns" if record.captions else "no_captions")
                 continue
-            candidates.append(PreparedImage(record, pixels, nouns, caption_of))
+            phash = perceptual_hash(pixels) if self.cfg.corpus.dedup == "phash" else None
+            candidates.append(PreparedImage(record, pixels, nouns, caption_of, image_sha256=digest, phash=phash))
         with times("proposals"):  # one call for the batch: batched backends (maskformer) run one pass
             contexts = [ImageContext(item.record.key, item.record.image_id, item.record.meta.get("file_name"),
                                      item.record.meta) for item in candidates]

@@ -12,6 +12,8 @@ stage waited for a batch, go into the unit's stats (``timing``). No Ray in this 
 from __future__ import annotations
 
 import contextlib
+import gzip
+import json
 import logging
 import os
 import queue
@@ -26,14 +28,16 @@ import torch
 
 from ovseg.clip import ClipBundle, templates_named, TextEmbeddingCache, encode_images, load_clip
 from ovseg.mpt_export import load_prompted_clip
-from ovseg.crops import MEAN_FILL_255, masked_crops, normalize, to_uint8_image
+from ovseg.crops import MEAN_FILL_255, context_masks, masked_crops, normalize, to_uint8_image
 from ovseg.crops_batched import masked_crops_batched
-from ovseg.matching import MatchParams, match_pairs
+from ovseg.matching import match_pairs
 from pipelines.corpus.base import build_reader
 from pipelines.mine.config import MineConfig
-from pipelines.mine.cpu_stage import CpuStage, PreparedBatch, PreparedImage, merge_stats
+from pipelines.mine.cpu_stage import CpuStage, DuplicateFilter, PreparedBatch, PreparedImage, merge_stats
 from pipelines.mine.kept_images import ImageKeeper, images_url_of
-from pipelines.pairs.format import PairMeta, pair_key, pair_sample
+from pipelines.mine.provenance import file_hash, noun_location, state_dict_hash
+from pipelines.pairs.format import (CANDIDATES_NAME, INDEX_NAME, PairMeta, index_bytes, index_row, mask_to_rle,
+                                    pair_key, pair_sample)
 from pipelines.records import ImageRecord, WorkUnit
 from pipelines.pairs.writer import ShardWriter, encode_jpeg, encode_png
 from pipelines.mine.stage_times import StageTimes
@@ -94,12 +98,22 @@ class UnitMiner:
         self.cut = masked_crops
         if self.device.type == "cuda":  # convolution stems run faster on NHWC with cuDNN
             self.clip.model.to(memory_format=torch.channels_last)
+        if cfg.crops.impl == "batched" or (cfg.crops.impl == "auto" and self.device.type == "cuda"):
             self.cut = masked_crops_batched  # a few kernels per image instead of five per mask
         self.text_cache = TextEmbeddingCache(self.clip, templates_named(cfg.clip.templates))
         self.crop_size = cfg.output.crop_size or self.clip.image_size
         self.fill = MEAN_FILL_255 if cfg.crops.fill == "mean" else (0.0, 0.0, 0.0)
-        self.match = MatchParams(min_score=cfg.matching.min_score, min_area=cfg.matching.min_area,
-                                 min_area_frac=cfg.matching.min_area_frac, min_margin=cfg.matching.min_margin)
+        self.match = cfg.matching
+        self._index_rows: list[dict[str, Any]] = []
+        self._candidates: list[dict[str, Any]] = []
+        storage = cfg.corpus.storage_options
+        self.hashes = {  # provenance of every pair: which weights scored and proposed it
+            "clip_hash": file_hash(cfg.clip.checkpoint, storage) if cfg.clip.checkpoint and not cfg.clip.prompt
+            else state_dict_hash(self.clip.model),
+            "prompt_hash": file_hash(cfg.clip.prompt, storage),
+            "proposal_hash": file_hash(cfg.proposals.checkpoint, storage) if cfg.proposals.backend == "maskformer"
+            else None,
+        }
 
     # ------------------------------------------------------------------ CPU side
     def _record_batches(self, unit: WorkUnit, skips: Counter, times: StageTimes, *,
@@ -167,33 +181,60 @@ class UnitMiner:
             for item in batch:
                 pixels = item.pixels if item.pixels.flags.writeable else item.pixels.copy()
                 image_t = torch.from_numpy(pixels).permute(2, 0, 1).to(self.device)
-                crops = self.cut(image_t, item.masks.to(self.device), self.clip.image_size, fill=self.fill,
+                masks = item.masks.to(self.device)
+                crops = self.cut(image_t, masks, self.clip.image_size, fill=self.fill,
                                  threshold=self.cfg.crops.threshold, expand_ratio=self.cfg.crops.expand_ratio)
-                per_image.append((item, crops, image_t))
-            all_crops = torch.cat([c.crops for _, c, _ in per_image])
-            all_masks = torch.cat([c.masks for _, c, _ in per_image]) if self.prompt is not None else None
-            normalized = normalize(all_crops, self.clip.mean, self.clip.std)
-        with times("clip"), self._autocast():
-            feats = encode_images(self.clip, normalized, self.cfg.clip.batch_size, masks=all_masks,
-                                  prompt=self.prompt)
+                context = None
+                if self.cfg.crops.views == "tight+context":  # the expanded box, surroundings kept
+                    context = self.cut(image_t, context_masks(masks, self.cfg.crops.context_ratio,
+                                                              threshold=self.cfg.crops.threshold),
+                                       self.clip.image_size, fill=self.fill)
+                per_image.append((item, crops, image_t, context))
+            views = [[c for _, c, _, _ in per_image]]
+            if self.cfg.crops.views == "tight+context":
+                views.append([c for *_, c in per_image])
+            all_crops = torch.cat([c.crops for c in views[0]])
+        feats_per_view = []
+        for view in views:
+            with times("crops"):
+                view_masks = torch.cat([c.masks for c in view]) if self.prompt is not None else None
+                normalized = normalize(torch.cat([c.crops for c in view]), self.clip.mean, self.clip.std)
+            with times("clip"), self._autocast():
+                feats_per_view.append(encode_images(self.clip, normalized, self.cfg.clip.batch_size,
+                                                    masks=view_masks, prompt=self.prompt))
         with times("text"):
             nouns = sorted({n for item, *_ in per_image for n in item.nouns})
             text = dict(zip(nouns, self.text_cache.embed(nouns)))
         start = 0
-        for item, crops, image_t in per_image:
+        for item, crops, image_t, _ in per_image:
             n = crops.crops.shape[0]
-            img_feats = feats[start : start + n]
-            start += n
             with times("matching"):
-                sim = torch.stack([text[noun] for noun in item.nouns]) @ img_feats.T  # [K,N]
+                nouns_t = torch.stack([text[noun] for noun in item.nouns])  # [K,D]
+                per_view = [nouns_t @ f[start : start + n].T for f in feats_per_view]  # each [K,N]
+                sim = torch.stack(per_view).mean(0)  # the views' similarities averaged
                 pairs, rejected = match_pairs(sim, item.nouns, crops.areas.cpu(), params=self.match,
                                               image_area=item.pixels.shape[0] * item.pixels.shape[1])
+                if len(per_view) > 1:
+                    for pair in pairs:
+                        pair.evidence["view_scores"] = [float(v[pair.noun_index, pair.mask_index]) for v in per_view]
+            start += n
             stats.rejected.update(rejected)
             with times("writing"):
+                if self.cfg.output.candidates:
+                    self._candidates.append(self._candidate_record(item, sim, crops.areas))
                 for pair in pairs:
                     self._write_pair(writer, unit, item, crops=crops, image_t=image_t, pair=pair)
                     stats.add_pair(pair.noun, pair.score)
         stats.crops += int(all_crops.shape[0])
+
+    def _candidate_record(self, item: PreparedImage, sim: torch.Tensor, areas: torch.Tensor) -> dict[str, Any]:
+        """One image's line of the candidates file: nouns, masks (RLE), areas and the [K,N] similarities."""
+        return {"image_key": item.record.key, "image_id": item.record.image_id,
+                "image_size": list(item.pixels.shape[:2]), "nouns": list(item.nouns),
+                "proposal_index": [int(v) for v in item.proposal_index.tolist()],
+                "areas": [int(v) for v in areas.tolist()],
+                "sim": [[round(float(v), 5) for v in row] for row in sim.float().cpu().tolist()],
+                "masks": [mask_to_rle(m) for m in item.masks.cpu()]}
 
     def _autocast(self) -> contextlib.AbstractContextManager:
         """The image tower's autocast context (``clip.autocast``); a no-op when off."""
@@ -209,6 +250,9 @@ class UnitMiner:
                                expand_ratio=self.cfg.crops.expand_ratio)
             crop, mask = one.crops[0], one.masks[0, 0]
         box = [int(v) for v in crops.boxes[pair.mask_index].tolist()]
+        caption = item.caption_of.get(pair.noun)
+        caption_index = item.record.captions.index(caption) if caption in item.record.captions else None
+        span = noun_location(pair.noun, [caption])[1] if caption else None
         meta = PairMeta(
             noun=pair.noun, score=pair.score, runner_up_noun=pair.runner_up_noun,
             runner_up_score=pair.runner_up_score, margin=pair.margin,
@@ -217,10 +261,15 @@ class UnitMiner:
             box=box, area=pair.area, image_size=list(item.pixels.shape[:2]),
             proposal_backend=self.cfg.proposals.backend, proposal_index=int(item.proposal_index[pair.mask_index]),
             proposal_score=float(item.scores[pair.mask_index]), unit=unit.index,
-            clip_model=self.clip.name, clip_prompt=self.cfg.clip.prompt, extra=item.record.meta.get("extra"),
+            clip_model=self.clip.name, clip_prompt=self.cfg.clip.prompt,
+            strategy=pair.strategy, evidence=pair.evidence, candidates=pair.candidates,
+            mask_rle=mask_to_rle(item.masks[pair.mask_index]), caption_index=caption_index, noun_span=span,
+            image_sha256=item.image_sha256, **self.hashes, extra=item.record.meta.get("extra"),
         )
+        key = pair_key(unit.index, item.record.key, pair.noun_index)
+        self._index_rows.append(index_row(key, meta))
         writer.write(pair_sample(
-            key=pair_key(unit.index, item.record.key, pair.noun_index),
+            key=key,
             jpg=encode_jpeg(to_uint8_image(crop.cpu()).numpy(), self.cfg.output.jpeg_quality),
             png=encode_png(mask.cpu().numpy().astype(np.uint8) * 255),
             meta=meta,
@@ -230,14 +279,21 @@ class UnitMiner:
         """Mine ``unit`` into its shard and commit it; returns the committed stats."""
         started = time.time()
         stats, times, read_skips = UnitStats(unit=unit.index, source=unit.source), StageTimes(), Counter()
+        self._index_rows, self._candidates = [], []
         keep = (ImageKeeper(images_url_of(self.cfg.output.url, self.cfg.output.images_url), unit.index,
                             self.cfg.output.storage_options, max_side=self.cfg.output.keep_images_max_side)
                 if self.cfg.output.keep_images else None)
         with ShardWriter(self.cfg.output.url, unit.index, self.cfg.output.storage_options) as writer, \
                 _aborting(keep):
+            duplicates = DuplicateFilter(self.cfg.corpus.dedup_max_distance) if self.cfg.corpus.dedup == "phash" else None
             for batch in self._batches(unit, read_skips, times, keep=keep):
                 merge_stats(stats, batch.stats)
                 times.merge(batch.times)
+                if duplicates is not None:
+                    kept = [item for item in batch.images if not duplicates.is_duplicate(item.phash)]
+                    if len(kept) < len(batch.images):
+                        stats.skip("duplicate_image", len(batch.images) - len(kept))
+                    batch.images = kept
                 if not batch.images:
                     continue
                 try:
@@ -250,6 +306,10 @@ class UnitMiner:
             finished = time.time()
             result.update(seconds=finished - started, started=started, finished=finished, timing=times.to_dict(),
                           worker=f"{socket.gethostname()}:{os.getpid()}", device=str(self.device))
+            writer.add_side_file(INDEX_NAME.format(unit.index), index_bytes(self._index_rows))
+            if self.cfg.output.candidates:
+                lines = "".join(json.dumps(c) + "\n" for c in self._candidates).encode()
+                writer.add_side_file(CANDIDATES_NAME.format(unit.index), gzip.compress(lines, mtime=0))
             if keep is not None:  # the images first: a committed pair shard always has them
                 keep.commit(read_skips, finished - started)
             writer.commit(result)

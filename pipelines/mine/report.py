@@ -174,6 +174,11 @@ def _markdown(report: dict[str, Any]) -> str:
                   f"- recall: {gt['recall']:.3f} ({gt['found']} of {gt['opportunities']} (image, named category))"]
         lines += [f"- precision on {k}s: {v['precision']:.3f} ({v['pairs']} pairs)"
                   for k, v in gt.get("precision_by_kind", {}).items() if v["pairs"]]
+        chance = gt.get("chance")
+        if chance:  # a random choice among the same candidate masks, for the same pairs
+            lines += [f"- chance (a random candidate mask for the same pairs): {chance['precision']:.3f}"]
+            lines += [f"- chance on {k}s: {v['precision']:.3f}" for k, v in chance["precision_by_kind"].items()
+                      if v["pairs"]]
         lines += [f"- wrong because {k}: {v}" for k, v in gt.get("wrong_reasons", {}).items()]
     if report.get("failed"):
         lines += ["", "## Failed units (rerun to retry)", ""] + [f"- {k}: {v}" for k, v in report["failed"].items()]
@@ -223,7 +228,19 @@ def ground_truth_check(out_url: str, instances_url: str, captions_url: str | Non
         mined = MinedPair(key=pair["key"], meta=pair["meta"], mask=pair["mask"])
         return gt.judge(pair["noun"], int(pair["meta"].image_id), pair_mask(mined))
 
-    return mining_quality(out_url, gt, storage_options=storage_options), judge
+    quality = mining_quality(out_url, gt, storage_options=storage_options)
+    quality["chance"] = chance_or_none(out_url, gt, storage_options=storage_options)
+    return quality, judge
+
+
+def chance_or_none(out_url: str, gt: Any, *, storage_options: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """Precision of a random candidate mask for the same pairs; None without candidates files."""
+    from pipelines.pairs.quality import chance_precision
+
+    try:
+        return chance_precision(out_url, gt, storage_options=storage_options)
+    except FileNotFoundError:
+        return None
 
 
 def write_report(out_url: str, run: RunResult, *, config: dict[str, Any], n_sheet: int = 48,

@@ -28,7 +28,8 @@ def closing_lines(result: Any, report: dict[str, Any] | None, out_url: str) -> l
             lines.append(f"  downloads: {downloads['success_rate']:.1%} of {downloads['attempted']} URLs succeeded")
         if report.get("ground_truth"):
             g = report["ground_truth"]
-            lines.append(f"  against ground truth: pair precision {g['precision']:.3f}, recall {g['recall']:.3f}")
+            chance = f" (a random candidate mask: {g['chance']['precision']:.3f})" if g.get("chance") else ""
+            lines.append(f"  against ground truth: pair precision {g['precision']:.3f}{chance}, recall {g['recall']:.3f}")
         lines.append(f"  report: {out_url}/report.md  contact sheet: {out_url}/contact_sheet.png")
     lines.append(f"  output: {out_url}")
     return lines

@@ -39,6 +39,8 @@ log = logging.getLogger(__name__)
 SHARD_NAME = "pairs-{:06d}.tar"  # one unit's pairs
 STATS_NAME = "pairs-{:06d}.stats.json"  # one unit's stats = its commit marker
 SIZES_NAME = "sizes.json"  # shard name → pair count, for the whole folder
+INDEX_NAME = "pairs-{:06d}.parquet"  # one unit's index: a row per pair (INDEX_COLUMNS), covered by the marker
+CANDIDATES_NAME = "pairs-{:06d}.candidates.jsonl.gz"  # optional: every image's candidate masks, nouns, similarities
 MEMBERS = ("jpg", "png", "txt", "json")  # the files of every pair sample, in tar order
 _STATS_RE = re.compile(r"pairs-(\d{6})\.stats\.json$")
 
@@ -57,6 +59,12 @@ def stats_url(out_url: str, index: int) -> str:
 def sizes_url(out_url: str) -> str:
     """URL of the folder's ``sizes.json``."""
     return f"{out_url.rstrip('/')}/{SIZES_NAME}"
+
+
+def shard_index(name: str) -> Optional[int]:
+    """The unit number of a shard base name ``pairs-000007.tar`` (None for any other name)."""
+    m = re.fullmatch(r"pairs-(\d{6})\.tar", name)
+    return int(m.group(1)) if m else None
 
 
 def pair_key(unit: int, image_key: str, index: int) -> str:
@@ -87,6 +95,16 @@ class PairMeta:
     unit: int  # unit of work = shard number
     clip_model: str  # name of the CLIP that scored the pair
     clip_prompt: Optional[str] = None  # tuned mask prompt file the crops were scored with (re-mining), else None
+    strategy: str = "best_mask"  # matching strategy that gave the noun this mask (ovseg.matching)
+    evidence: dict = dataclasses.field(default_factory=dict)  # the strategy's own numbers (one_to_one: own_best_mask/score; dual_softmax: prob, noun_over_masks, mask_over_nouns; context view: view_scores)
+    candidates: int = 0  # masks of the image large enough to take part (a random choice picks among them)
+    mask_rle: Optional[dict] = None  # the mask in source pixels, COCO compressed RLE {"size": [H, W], "counts": str}
+    caption_index: Optional[int] = None  # index of `caption` among the image's captions
+    noun_span: Optional[list[int]] = None  # [start, end) characters of the noun (or its plural / last word) in that caption
+    image_sha256: Optional[str] = None  # SHA-256 of the source image's encoded bytes
+    clip_hash: Optional[str] = None  # 12 hex digits of SHA-256: the CLIP checkpoint file, else the loaded state dict
+    prompt_hash: Optional[str] = None  # 12 hex digits of SHA-256 of the tuned prompt export (clip_prompt)
+    proposal_hash: Optional[str] = None  # 12 hex digits of SHA-256 of the proposal weights file (maskformer), else null
     extra: Optional[dict] = None  # URL-list corpora: the row's corpus.extra_columns ({column: value}), else None
 
     def to_json(self) -> bytes:
@@ -106,6 +124,24 @@ class PairMeta:
                           if f.name in obj or f.default is dataclasses.MISSING})
         except (ValueError, TypeError, KeyError) as err:
             raise SkipSample("corrupt_meta", f"{type(err).__name__}: {err}") from None
+
+
+def mask_to_rle(mask: Any) -> dict[str, Any]:
+    """``[H,W]`` bool mask (numpy or torch) → COCO compressed RLE ``{"size": [H, W], "counts": str}``."""
+    import numpy as np
+    from pycocotools import mask as mask_utils
+
+    array = mask.cpu().numpy() if hasattr(mask, "cpu") else np.asarray(mask)
+    rle = mask_utils.encode(np.asfortranarray(array.astype(np.uint8)))
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def rle_to_mask(rle: dict[str, Any]) -> Any:
+    """Inverse of :func:`mask_to_rle`: bool numpy ``[H,W]``."""
+    from pycocotools import mask as mask_utils
+
+    counts = rle["counts"].encode("ascii") if isinstance(rle["counts"], str) else rle["counts"]
+    return mask_utils.decode({"size": list(rle["size"]), "counts": counts}).astype(bool)
 
 
 def pair_sample(*, key: str, jpg: bytes, png: bytes, meta: PairMeta) -> dict[str, Any]:
@@ -185,6 +221,14 @@ def verify_shard(out_url: str, index: int, storage_options: Optional[dict] = Non
     keys = {s["__key__"] for s in iter_tar(shard_url(out_url, index), collections.Counter(), storage_options)}
     if len(keys) != stats.get("pairs_written", len(keys)):
         return f"{len(keys)} pairs != marker's {stats['pairs_written']}"
+    for name, want in stats.get("files", {}).items():  # side files (index, candidates) the marker covers
+        try:
+            with fsspec.open(f"{out_url.rstrip('/')}/{name}", "rb", **(storage_options or {})) as f:
+                data = f.read()
+        except FileNotFoundError:
+            return f"{name} missing"
+        if len(data) != want["bytes"] or hashlib.sha256(data).hexdigest() != want["sha256"]:
+            return f"{name} differs from the marker's size / SHA-256"
     return None
 
 
@@ -295,3 +339,100 @@ def iter_committed(out_url: str, skips: collections.Counter,
     """Samples of every committed shard of the folder ``out_url``, in unit order."""
     for index in committed_indices(list_names(out_url, storage_options)):
         yield from iter_tar(shard_url(out_url, index), skips, storage_options)
+
+
+# ----------------------------------------------------------------------------- index
+#: columns of ``pairs-%06d.parquet``, one row per pair in tar order: name → (pyarrow type name, meaning)
+INDEX_COLUMNS = {
+    "key": ("string", "the pair's sample key in the tar"),
+    "noun": ("string", "the noun"),
+    "score": ("float64", "CLIP similarity of the crop and the noun"),
+    "runner_up": ("string", "best other noun on the mask (null with one noun)"),
+    "runner_up_score": ("float64", "its similarity (null with one noun)"),
+    "margin": ("float64", "score - runner_up_score (null with one noun)"),
+    "image_key": ("string", "the source image's corpus key"),
+    "image_id": ("string", "COCO / corpus image id as text (null when none)"),
+    "url": ("string", "source_url of the pair's json"),
+    "image_sha256": ("string", "SHA-256 of the source image bytes"),
+    "box": ("list<int64>", "crop box [x0, y0, x1, y1] in source pixels"),
+    "area": ("int64", "mask area in source pixels"),
+    "backend": ("string", "proposal backend"),
+    "strategy": ("string", "matching strategy"),
+    "candidates": ("int64", "masks the noun could have taken"),
+}
+
+
+def index_row(key: str, meta: PairMeta) -> dict[str, Any]:
+    """The index row of one pair (the values of its json under :data:`INDEX_COLUMNS`' names)."""
+    return {"key": key, "noun": meta.noun, "score": float(meta.score), "runner_up": meta.runner_up_noun,
+            "runner_up_score": meta.runner_up_score, "margin": meta.margin, "image_key": meta.image_key,
+            "image_id": None if meta.image_id is None else str(meta.image_id), "url": meta.source_url,
+            "image_sha256": meta.image_sha256, "box": [int(v) for v in meta.box], "area": int(meta.area),
+            "backend": meta.proposal_backend, "strategy": meta.strategy, "candidates": int(meta.candidates)}
+
+
+def index_schema():
+    import pyarrow as pa
+
+    types = {"string": pa.string(), "float64": pa.float64(), "int64": pa.int64(), "list<int64>": pa.list_(pa.int64())}
+    return pa.schema([(name, types[t]) for name, (t, _) in INDEX_COLUMNS.items()])
+
+
+def index_bytes(rows: Sequence[dict[str, Any]]) -> bytes:
+    """A parquet file of ``rows`` (:func:`index_row`) with the fixed :data:`INDEX_COLUMNS` schema."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = index_schema()
+    table = pa.Table.from_pylist(list(rows), schema=schema)
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return buf.getvalue()
+
+
+class IndexMismatch(ValueError):
+    """A unit's parquet index is missing or is not the one its commit marker describes."""
+
+
+def read_index(out_url: str, index: int, storage_options: Optional[dict] = None):
+    """Unit ``index``'s parquet index as a pyarrow Table, checked against its commit marker.
+
+    Raises:
+        IndexMismatch: no marker, the marker records no index, or the file's size / SHA-256
+            differ from the marker's (a stale or foreign index).
+    """
+    import hashlib
+    import io
+
+    import pyarrow.parquet as pq
+
+    stats = read_marker(out_url, index, storage_options)
+    name = INDEX_NAME.format(index)
+    if stats is None:
+        raise IndexMismatch(f"{name}: no readable commit marker")
+    want = stats.get("files", {}).get(name)
+    if want is None:
+        raise IndexMismatch(f"{name}: the commit marker records no index (shard written before indexes?)")
+    try:
+        with fsspec.open(f"{out_url.rstrip('/')}/{name}", "rb", **(storage_options or {})) as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise IndexMismatch(f"{name}: missing") from None
+    if len(data) != want["bytes"] or hashlib.sha256(data).hexdigest() != want["sha256"]:
+        raise IndexMismatch(f"{name}: size or SHA-256 differs from its commit marker")
+    return pq.read_table(io.BytesIO(data))
+
+
+def read_folder_index(out_url: str, storage_options: Optional[dict] = None):
+    """The index of every committed unit of ``out_url``, concatenated, with a ``unit`` column."""
+    import pyarrow as pa
+
+    tables = []
+    for i in committed_indices(list_names(out_url, storage_options)):
+        t = read_index(out_url, i, storage_options)
+        tables.append(t.append_column("unit", pa.array([i] * t.num_rows, pa.int64())))
+    if not tables:
+        return index_schema().empty_table().append_column("unit", pa.array([], pa.int64()))
+    return pa.concat_tables(tables)

@@ -80,7 +80,12 @@ def read_pairs(folder: str | Path, storage_options: dict | None = None) -> Itera
 
 
 def pair_mask(pair: MinedPair) -> np.ndarray:
-    """The pair's mask in source-image pixels: bool [H, W] (``meta.image_size``)."""
+    """The pair's mask in source-image pixels: bool [H, W] (``meta.image_size``); exact from ``mask_rle``
+    when the json has it, else the crop-aligned PNG resized back into ``box``."""
+    if pair.meta.mask_rle:
+        from pipelines.pairs.format import rle_to_mask
+
+        return rle_to_mask(pair.meta.mask_rle)
     h, w = pair.meta.image_size
     x0, y0, x1, y1 = pair.meta.box
     full = np.zeros((h, w), dtype=bool)
@@ -271,3 +276,151 @@ def mining_quality(pairs_folder: str | Path, gt: GroundTruth, iou_threshold: flo
         "pairs_per_noun": dict(per_noun.most_common()),
         "correct_per_noun": {n: per_noun_ok[n] for n in per_noun},
     }
+
+
+# ----------------------------------------------------------------------------- against chance, per strategy
+# Read from the candidates files (``output.candidates=true``): every mined image's candidate masks,
+# nouns and similarity matrix. From them, the precision of a random choice among the same candidate
+# masks is exact (the mean fraction of right candidates), and any matching strategy or threshold can
+# be replayed on the same similarities without mining again.
+
+
+def read_candidates(folder: str | Path, storage_options: dict | None = None) -> Iterator[tuple[int, dict]]:
+    """``(unit, image record)`` of every committed unit's candidates file, in unit order.
+
+    Raises:
+        FileNotFoundError: a committed unit has no candidates file (mined without ``output.candidates``).
+    """
+    import gzip
+
+    from pipelines.pairs.format import CANDIDATES_NAME, committed_indices, list_names
+
+    folder = str(folder).rstrip("/")
+    for unit in committed_indices(list_names(folder, storage_options)):
+        url = f"{folder}/{CANDIDATES_NAME.format(unit)}"
+        try:
+            with fsspec.open(url, "rb", **(storage_options or {})) as f:
+                text = gzip.decompress(f.read()).decode("utf-8")
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{url}: mine with output.candidates=true for chance baselines") from None
+        for line in text.splitlines():
+            if line.strip():
+                yield unit, json.loads(line)
+
+
+def candidate_truth(record: dict, gt: GroundTruth, iou_threshold: float = 0.5) -> np.ndarray:
+    """``[K,N]`` bool: noun k with candidate mask n is a correct pair (mask IoU ≥ ``iou_threshold`` with an
+    instance of the noun's category in the image)."""
+    from pipelines.pairs.format import rle_to_mask
+
+    nouns, rles = record["nouns"], record["masks"]
+    truth = np.zeros((len(nouns), len(rles)), dtype=bool)
+    image_id = record["image_id"]
+    insts = gt.instances(int(image_id)) if image_id is not None and int(image_id) in gt.sizes else []
+    if not insts or not rles:
+        return truth
+    cand = np.stack([rle_to_mask(r) for r in rles]).reshape(len(rles), -1).astype(np.float32)  # [N,P]
+    inst = np.stack([m for _, m in insts]).reshape(len(insts), -1).astype(np.float32)  # [G,P]
+    inter = inst @ cand.T  # [G,N]
+    union = inst.sum(1)[:, None] + cand.sum(1)[None] - inter
+    ok = (inter / np.maximum(union, 1)) >= iou_threshold
+    names = [n for n, _ in insts]
+    for k, noun in enumerate(nouns):
+        category = gt.category_of(noun)
+        rows = [g for g, n in enumerate(names) if n == category]
+        if rows:
+            truth[k] = ok[rows].any(0)
+    return truth
+
+
+def _kind_of(gt: GroundTruth, noun: str) -> str:
+    """The kind of the category ``noun`` names ("other" when it names none)."""
+    category = gt.category_of(noun)
+    return gt.kinds[category] if category is not None else "other"
+
+
+def chance_precision(pairs_folder: str | Path, gt: GroundTruth, iou_threshold: float = 0.5, *,
+                     min_margin: float | None = None, storage_options: dict | None = None) -> dict:
+    """Precision of a random choice among the same candidate masks, for the pairs in ``pairs_folder``.
+
+    For every pair (noun, image) the expected correctness of a uniformly random candidate mask of
+    that image is the fraction of its candidates that are right for the noun; the chance precision
+    is its mean over the same pairs ``mining_quality`` judges (same ``min_margin`` filter).
+
+    Returns:
+        ``{"pairs", "precision", "precision_by_kind": {kind: {"pairs", "precision"}}}`` (the annotation
+        file's kinds).
+    """
+    truth: dict[tuple[int, str], tuple[list[str], np.ndarray]] = {}
+    for unit, record in read_candidates(pairs_folder, storage_options):
+        truth[(unit, record["image_key"])] = (record["nouns"], candidate_truth(record, gt, iou_threshold))
+    total, per_kind = [], defaultdict(list)
+    for pair in read_pairs(pairs_folder, storage_options):
+        margin = pair.meta.margin
+        if min_margin is not None and margin is not None and margin < min_margin:
+            continue
+        nouns, t = truth[(pair.meta.unit, pair.meta.image_key)]
+        frac = float(t[nouns.index(pair.noun)].mean()) if t.shape[1] else 0.0
+        total.append(frac)
+        per_kind[_kind_of(gt, pair.noun)].append(frac)
+    mean = lambda xs: float(np.mean(xs)) if xs else float("nan")  # noqa: E731
+    return {"pairs": len(total), "precision": mean(total),
+            "precision_by_kind": {k: {"pairs": len(per_kind[k]), "precision": mean(per_kind[k])}
+                                  for k in dict.fromkeys(gt.kinds.values())}}
+
+
+def strategy_quality(pairs_folder: str | Path, gt: GroundTruth, params_list: list, *, iou_threshold: float = 0.5,
+                     image_ids: set[int] | None = None, storage_options: dict | None = None) -> list[dict]:
+    """Replay matching with each of ``params_list`` (:class:`ovseg.matching.MatchParams`) on the stored
+    similarities and judge the pairs it would make, each beside the chance precision of the same pairs.
+
+    Returns:
+        one dict per params: ``{"params", "pairs", "precision", "recall", "chance",
+        "by_kind": {kind: {"pairs", "precision", "chance", "recall"}}}``; recall counts (image, category)
+        opportunities as :func:`mining_quality` does, per kind too.
+    """
+    import dataclasses as _dc
+
+    import torch
+
+    from ovseg.matching import match_pairs
+
+    kinds = list(dict.fromkeys(gt.kinds.values()))
+    images = []
+    for _, record in read_candidates(pairs_folder, storage_options):
+        if not record["nouns"] or not record["masks"]:
+            continue
+        images.append((record, torch.tensor(record["sim"], dtype=torch.float32),
+                       torch.tensor(record["areas"]), candidate_truth(record, gt, iou_threshold)))
+    ids = image_ids if image_ids is not None else {int(r["image_id"]) for r, *_ in images}
+    opportunities = {(i, n) for i, named in gt.named_present_in(sorted(ids)).items() for n in named}
+    out = []
+    for params in params_list:
+        judged = {k: {"ok": 0, "n": 0, "chance": 0.0, "found": set()} for k in ("all", *kinds)}
+        for record, sim, areas, truth in images:
+            h, w = record["image_size"]
+            pairs, _ = match_pairs(sim, record["nouns"], areas, params=params, image_area=h * w)
+            for p in pairs:
+                ok = bool(truth[p.noun_index, p.mask_index])
+                chance = float(truth[p.noun_index].mean())
+                for k in ("all", _kind_of(gt, p.noun)):
+                    if k not in judged:
+                        continue
+                    judged[k]["ok"] += ok
+                    judged[k]["n"] += 1
+                    judged[k]["chance"] += chance
+                    if ok:
+                        judged[k]["found"].add((int(record["image_id"]), gt.category_of(p.noun)))
+
+        def summary(j: dict, opp: set) -> dict:
+            n = j["n"]
+            return {"pairs": n, "precision": j["ok"] / n if n else float("nan"),
+                    "chance": j["chance"] / n if n else float("nan"),
+                    "recall": len(j["found"] & opp) / len(opp) if opp else float("nan")}
+
+        row = summary(judged["all"], opportunities)
+        row["by_kind"] = {k: summary(judged[k], {o for o in opportunities if gt.kinds.get(o[1]) == k})
+                          for k in kinds}
+        row["params"] = _dc.asdict(params)
+        out.append(row)
+    return out

@@ -47,18 +47,47 @@ class PairSource:
     weight: float = 1.0
     num_samples: int | None = None  # from sizes.json; None when unknown
     storage_options: dict | None = field(default=None, hash=False, compare=False)  # fsspec options of the shards' file system
+    keys: frozenset[str] | None = field(default=None, hash=False, compare=False)  # only these pairs (a filter); None = all
 
 
-def make_source(spec: str, weight: float = 1.0, storage_options: Optional[dict] = None) -> PairSource:
-    """Expand ``spec`` and count its samples from ``sizes.json`` (None if any shard is unknown)."""
+def make_source(spec: str, weight: float = 1.0, storage_options: Optional[dict] = None, *,
+                filter: Optional[str] = None) -> PairSource:
+    """Expand ``spec`` and count its samples from ``sizes.json`` (None if any shard is unknown).
+
+    With ``filter`` (:mod:`pipelines.pairs.select`'s grammar) only the pairs whose index row it keeps
+    are streamed and counted; every shard then needs its parquet index, checked against its marker.
+    """
     if not weight > 0:
         raise ValueError(f"mixing weight must be > 0, got {weight} for {spec!r}")
     shards = tuple(shard_urls(spec, storage_options))
+    if filter:
+        keys = filtered_keys(shards, filter, storage_options)
+        if not keys:
+            raise ValueError(f"filter {filter!r} keeps no pair of {spec!r}")
+        return PairSource(shards=shards, weight=weight, num_samples=len(keys), storage_options=storage_options or None,
+                          keys=frozenset(keys))
     sizes = read_sizes(shards, storage_options)
     total = sum(sizes.values()) if len(sizes) == len(shards) else None
     if total is None:
         log.warning("%d of %d shards of %s have no size", len(shards) - len(sizes), len(shards), spec)
     return PairSource(shards=shards, weight=weight, num_samples=total, storage_options=storage_options or None)
+
+
+def filtered_keys(shards: Sequence[str], expression: str, storage_options: Optional[dict] = None) -> set[str]:
+    """Keys of the pairs of ``shards`` that ``expression`` keeps, read from their parquet indexes."""
+    from pipelines.pairs.format import read_index, shard_index
+    from pipelines.pairs.select import compile_filter
+    from pipelines.storage.urls import basename, parent_url
+
+    keep = compile_filter(expression)
+    keys: set[str] = set()
+    for url in shards:
+        unit = shard_index(basename(url))
+        if unit is None:
+            raise ValueError(f"{url}: data.filter needs shards named like pairs-000000.tar with their index")
+        table = read_index(parent_url(url), unit, storage_options)
+        keys.update(table.filter(keep(table)).column("key").to_pylist())
+    return keys
 
 
 # ----------------------------------------------------------------------------- samples
@@ -190,6 +219,8 @@ class PairStream(IterableDataset):
                 for sample in iter_tar(url, skips, source.storage_options):
                     position += 1
                     if not by_shard and (position - 1) % n_consumers != consumer:
+                        continue
+                    if source.keys is not None and sample["__key__"] not in source.keys:
                         continue
                     if self._keep(sample["__key__"]):
                         yielded += 1

@@ -55,6 +55,7 @@ class ShardWriter:
         self.tmp_path = temporary_path(self.path)
         self.stats_path = f"{self.root}/{STATS_NAME.format(index)}"
         self.count = 0
+        self._side: dict[str, bytes] = {}
         self.fs.makedirs(self.root, exist_ok=True)
         for stale in (self.stats_path, self.path, self.tmp_path):
             if self.fs.exists(stale):
@@ -71,16 +72,28 @@ class ShardWriter:
         self._tar.write(sample)
         self.count += 1
 
+    def add_side_file(self, name: str, data: bytes) -> None:
+        """A file of this unit beside its tar (e.g. ``pairs-000007.parquet``), written at
+        :meth:`commit` before the marker, which records its size and SHA-256 under ``files``."""
+        self._side[name] = data
+
     def commit(self, stats: dict[str, Any]) -> None:
-        """Close the tar, move it to its final name, then write the stats file (the commit).
+        """Close the tar, move it to its final name, write the side files, then the stats file (the commit).
 
         The stats carry the tar's byte size and SHA-256 (``tar_bytes``, ``tar_sha256``): on object
-        stores, where "rename" is copy + delete, a reader checks the tar it sees against them.
+        stores, where "rename" is copy + delete, a reader checks the tar it sees against them; the
+        same for every side file (``files: {name: {"bytes", "sha256"}}``).
         """
         self._tar.close()
         self._target.commit()
+        files = {}
+        for name, data in self._side.items():
+            write_bytes(f"{self.root}/{name}", data, fs=self.fs)
+            files[name] = {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         payload = dict(stats, pairs_written=self.count, tar_bytes=self._file.size,
                        tar_sha256=self._file.digest.hexdigest())
+        if files:
+            payload["files"] = files
         write_bytes(self.stats_path, json.dumps(payload, indent=1, sort_keys=True).encode(), fs=self.fs)
 
     def abort(self) -> None:

@@ -49,6 +49,7 @@ class DataSection:
     shuffle_buffer: int = 2000  # samples held for shuffling per worker
     holdout_percent: float = 1.0  # share of pairs (by key hash) held out for evaluation
     samples_per_epoch: Optional[int] = None  # overrides the count from sizes.json
+    filter: Optional[str] = None  # keep only pairs whose index row matches, e.g. "score > 0.25 and margin > 0.03" (python -m pipelines.pairs.select's grammar)
 
     def validate(self, prefix: str) -> None:
         if self.urls:
@@ -57,6 +58,13 @@ class DataSection:
         check(self.batch_size > 0, prefix + "batch_size", "must be > 0")
         check(self.workers >= 0, prefix + "workers", "must be >= 0")
         check(0 <= self.holdout_percent < 100, prefix + "holdout_percent", "must be in [0, 100)")
+        if self.filter:
+            from pipelines.pairs.select import FilterError, compile_filter
+
+            try:
+                compile_filter(self.filter)
+            except FilterError as err:
+                check(False, prefix + "filter", str(err))
 
 
 @dataclass(kw_only=True)

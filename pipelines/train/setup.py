@@ -79,7 +79,7 @@ class DataPlan:
 
 
 def plan_data(cfg: TuneConfig, world: World) -> DataPlan:
-    sources = [make_source(s.urls, s.weight, s.storage_options) for s in cfg.data.sources]
+    sources = [make_source(s.urls, s.weight, s.storage_options, filter=cfg.data.filter) for s in cfg.data.sources]
     samples = cfg.data.samples_per_epoch or epoch_samples(sources, cfg.data.holdout_percent)
     if not samples:
         raise ValueError("epoch size unknown (no sizes.json next to the shards): set data.samples_per_epoch")

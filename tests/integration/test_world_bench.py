@@ -3,10 +3,13 @@
 Runs ``bench/world.py`` end to end (generation, mining with the real job for ``gt`` and
 ``superpixel`` proposals, MPT with the real tuning job, held-out evaluation) at a reduced size and
 checks the levels of the full run (``assets/world_clip/bench_reference.json``) with a margin for
-the noise of the smaller run. Then the same run with a deliberate bug injected into every process
-it starts (a ``sitecustomize`` module on ``PYTHONPATH``): mask prompts that replace the *kept*
-patches, or crops whose outside pixels are not filled. Each bug must push the gain or the
-precision below its bar — the benchmark can tell a working OVSeg from a broken one.
+the noise of the smaller run; pair precision is checked as a lift over the precision of a random
+choice among the same candidate masks, measured on the same shards. Then the same run with a
+deliberate bug injected into every process it starts (a ``sitecustomize`` module on ``PYTHONPATH``):
+mask prompts that replace the *kept* patches, or crops whose outside pixels are not filled, must
+push the MPT gain or the object lift below its bar; scores that ignore the image, an argmax over the
+wrong axis, or a batched crop path that cuts mirrored boxes must push both lifts below their bars
+(round-1 mining only) — the benchmark can tell a working OVSeg from a broken one.
 """
 
 from __future__ import annotations
@@ -24,10 +27,16 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 
 # Levels of the reduced run (150 mined images, 40 val images, 60 MPT steps on the gt-mined pairs).
-# Measured (issue 8 note): object precision 0.288, superpixel precision 0.246, whole-image hit@1
-# 0.975, object crop accuracy 0.227, MPT gain +0.097; the bars leave a margin for noise.
-MIN_OBJECT_PRECISION_GT = 0.20  # object pairs mined from ground-truth masks that are right
-MIN_PRECISION_SUPERPIXEL = 0.08
+# Pair precision is judged against the precision of a random choice among the same candidate masks,
+# measured on the same shards in the same run (an audit found the world CLIP's object pairs with
+# best_mask at chance level: 0.239 vs 0.25): the bars are lifts over chance, not absolute levels.
+# Measured (one_to_one + context view, thresholds off): gt object lift 0.26 (0.517 vs chance 0.258),
+# all 0.30 (0.560 vs 0.256); superpixel all 0.15. Injected mining bugs: random scores 0.00 / 0.00,
+# mirrored batched crops -0.02 / 0.02, transposed argmax 0.21 / 0.13 (object / all: with gt masks the
+# masks come in the order the captions name their objects, so an index mix-up still hits often).
+MIN_OBJECT_LIFT_GT = 0.10  # object precision minus its chance, gt-mined pairs (default strategy)
+MIN_LIFT_GT = 0.20  # all pairs, gt: precision minus chance
+MIN_LIFT_SUPERPIXEL = 0.08  # superpixel pairs beat a random superpixel
 MIN_WHOLE_IMAGE_HIT = 0.85  # 16-way object hit@1 of the world CLIP on whole held-out images
 MIN_DOMAIN_GAP = 0.40  # whole-image hit@1 minus object crop accuracy: masked crops are out of domain
 MIN_MPT_GAIN = 0.05  # CLIP+MPT minus CLIP, masked-crop accuracy on held-out GT masks
@@ -52,6 +61,36 @@ BUGS = {
             return _crops(image, filled, size, *a, **kw)
         module.masked_crops = masked_crops
     """),
+}
+
+# Bugs in scoring, matching and the batched crop path: (module, code, extra bench/world.py arguments,
+# the lifts each must push below their bars).
+# They only touch mining, so their runs stop after round 1 (--mine-only).
+MINING_BUGS = {
+    # the image tower's features replaced by random unit vectors: scores that ignore the image
+    "random_scores": ("ovseg.clip", """
+        import torch
+        _encode = module.encode_images
+        def encode_images(*a, **kw):
+            feats = _encode(*a, **kw)
+            return torch.nn.functional.normalize(torch.randn_like(feats), dim=-1)
+        module.encode_images = encode_images
+    """, [], ("object", "all")),
+    # the argmax taken over the wrong axis of the noun x mask matrix (best noun per mask used as a mask index)
+    "transposed_argmax": ("ovseg.matching", """
+        _real = module._choose
+        def _choose(sim, large, params):
+            _, evidence = _real(sim, large, params)
+            per_mask = sim.masked_fill(~large[None], float("-inf")).argmax(dim=0)  # [N] noun indices
+            n = sim.shape[1]
+            return [int(per_mask[min(i, n - 1)]) % n for i in range(sim.shape[0])], evidence
+        module._choose = _choose
+    """, [], ("all",)),
+    # the batched crop path cuts every box mirrored (start measured from the far edge)
+    "batched_crop_mirrored": ("ovseg.crops_batched", """
+        _bm = module.bicubic_matrices
+        module.bicubic_matrices = lambda start, length, size, *, full: _bm(full - start - length, length, size, full=full)
+    """, ["--mine-override", "crops.impl=batched"], ("object", "all")),
 }
 
 # A sitecustomize that patches one module lazily, when some process first imports it (every
@@ -84,18 +123,18 @@ sys.meta_path.insert(0, _PatchOnImport())
 """
 
 
-def _run_bench(out: Path, bug: str | None = None, backends: str = "gt,superpixel") -> dict:
+def _run_bench(out: Path, bug: str | None = None, backends: str = "gt,superpixel", extra: list[str] = ()) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
     if bug is not None:
         inject = out / "inject"
         inject.mkdir(parents=True)
-        target, code = BUGS[bug]
+        target, code = BUGS[bug] if bug in BUGS else MINING_BUGS[bug][:2]
         (inject / "sitecustomize.py").write_text(_LAZY_PATCH.format(target=target, code=textwrap.dedent(code)))
         env["PYTHONPATH"] = os.pathsep.join([str(inject), str(REPO), env.get("PYTHONPATH", "")])
     run = subprocess.run(
         [sys.executable, "-m", "bench.world", "--world", str(out / "data"), "--out", str(out / "run"),
          "--train", "150", "--val", "40", "--units", "75", "--tune-steps", "60", "--no-finetune", "--no-round2",
-         "--backends", backends],
+         "--backends", backends, *extra],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=1500)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     return json.loads((out / "run" / "world_bench.json").read_text())
@@ -110,16 +149,28 @@ def _object_precision(result: dict) -> float:
     return result["mining"]["gt"]["precision_by_kind"]["thing"]["precision"]
 
 
+def _lift(result: dict, backend: str = "gt", kind: str | None = None) -> float:
+    """Precision minus the chance of a random candidate mask, both from the same shards of this run."""
+    q = result["mining"][backend]
+    if kind is None:
+        return q["precision"] - q["chance"]["precision"]
+    return q["precision_by_kind"][kind]["precision"] - q["chance"]["precision_by_kind"][kind]["precision"]
+
+
 @pytest.fixture(scope="module")
 def reduced_bench(tmp_path_factory) -> dict:
     return _run_bench(tmp_path_factory.mktemp("world_bench"))
 
 
-def test_mining_precision(reduced_bench):
+def test_mining_precision_beats_chance(reduced_bench):
     m = reduced_bench["mining"]
-    assert _object_precision(reduced_bench) >= MIN_OBJECT_PRECISION_GT, m["gt"]
-    assert m["superpixel"]["precision"] >= MIN_PRECISION_SUPERPIXEL, m["superpixel"]
+    assert _lift(reduced_bench, "gt", "thing") >= MIN_OBJECT_LIFT_GT, (m["gt"]["precision_by_kind"], m["gt"]["chance"])
+    assert _lift(reduced_bench, "gt") >= MIN_LIFT_GT, m["gt"]["chance"]
+    assert _lift(reduced_bench, "superpixel") >= MIN_LIFT_SUPERPIXEL, m["superpixel"]["chance"]
     assert m["gt"]["precision"] > m["superpixel"]["precision"]  # better masks, better pairs
+    # the strategies replayed on the shards' similarities agree with the pairs the miner wrote
+    default = reduced_bench["strategies"]["gt"]
+    assert any(abs(r["precision"] - m["gt"]["precision"]) < 1e-9 for r in default.values())
 
 
 def test_world_clip_sees_objects_and_the_domain_gap_shows(reduced_bench):
@@ -142,5 +193,14 @@ def test_oracles_are_consistent(reduced_bench):
 @pytest.mark.parametrize("bug", sorted(BUGS))
 def test_a_broken_ovseg_falls_below_the_bars(bug, tmp_path):
     broken = _run_bench(tmp_path, bug, backends="gt")  # the bars are about gt-mined pairs and MPT on them
-    below = _mpt_gain(broken) < MIN_MPT_GAIN or _object_precision(broken) < MIN_OBJECT_PRECISION_GT
-    assert below, {"gain": _mpt_gain(broken), "object_precision": _object_precision(broken)}
+    below = _mpt_gain(broken) < MIN_MPT_GAIN or _lift(broken, "gt", "thing") < MIN_OBJECT_LIFT_GT
+    assert below, {"gain": _mpt_gain(broken), "object_lift": _lift(broken, "gt", "thing")}
+
+
+@pytest.mark.parametrize("bug", sorted(MINING_BUGS))
+def test_a_broken_miner_falls_to_chance(bug, tmp_path):
+    _, _, extra, breaks = MINING_BUGS[bug]
+    broken = _run_bench(tmp_path, bug, backends="gt", extra=["--mine-only", *extra])
+    lifts = {"object": _lift(broken, "gt", "thing"), "all": _lift(broken, "gt")}
+    bars = {"object": MIN_OBJECT_LIFT_GT, "all": MIN_LIFT_GT}
+    assert all(lifts[name] < bars[name] for name in breaks), (lifts, breaks)

@@ -71,7 +71,7 @@ def read_all(reader, units: list[WorkUnit]) -> tuple[list, Counter]:
 
 
 def test_registered() -> None:
-    assert sorted(load_builtin_readers()) == ["coco", "parquet", "webdataset"]
+    assert sorted(load_builtin_readers()) == ["coco", "parquet", "urls", "webdataset"]
     assert READERS["coco"] is CocoReader
     assert isinstance(build_reader(CorpusConfig(format="coco", url="x.json")), CocoReader)
     with pytest.raises(ValueError, match="unknown corpus format"):

@@ -96,3 +96,19 @@ def test_to_uint8_clamps_bicubic_overshoot():
 def test_shape_errors_are_clear():
     with pytest.raises(ValueError, match=r"\[N,H,W\]"):
         masked_crops(_image(), torch.zeros(1, 5, 8, dtype=torch.bool), size=4)
+
+
+def test_context_masks_are_the_expanded_boxes_and_keep_the_surroundings():
+    import torch
+
+    from ovseg.crops import context_masks, masked_crops
+
+    masks = torch.zeros(3, 20, 30, dtype=torch.bool)
+    masks[0, 5:9, 10:14] = True  # a 4x4 square -> box 6x6 centred on it at ratio 1.5
+    masks[1, 0:2, 0:3] = True  # at the corner: clipped to the image
+    ctx = context_masks(masks, 1.5)
+    assert ctx[0].nonzero().min(0).values.tolist() == [4, 9] and ctx[0].nonzero().max(0).values.tolist() == [9, 14]
+    assert ctx[0].sum() == 36 and ctx[1][0, 0] and not ctx[2].any()  # an empty mask stays empty
+    image = torch.arange(3 * 20 * 30, dtype=torch.float32).view(3, 20, 30) % 255
+    view = masked_crops(image, ctx[:1], 6)
+    assert torch.allclose(view.crops[0], image[:, 4:10, 9:15], atol=1e-3)  # nothing filled: the surroundings stay

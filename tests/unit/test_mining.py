@@ -170,3 +170,86 @@ def test_remining_with_a_tuned_prompt_scores_crops_with_the_prompted_tower(corpu
     assert all(m["clip_prompt"] == str(prompt_path) for m in b.values())
     assert all(m["clip_prompt"] is None for m in a.values())
     assert any(abs(a[k]["score"] - b[k]["score"]) > 1e-3 for k in a)  # the prompt changed the features
+
+
+def test_every_pair_carries_provenance_and_the_index_equals_the_tar(corpus, tmp_path):
+    import gzip
+    import hashlib
+
+    from pipelines.pairs.format import (CANDIDATES_NAME, INDEX_COLUMNS, IndexMismatch, index_row, iter_tar, read_index,
+                                        rle_to_mask)
+
+    out = str(tmp_path / "pairs")
+    miner = UnitMiner(_config(corpus, out, "matching.strategy=one_to_one", "crops.views=tight+context",
+                              "output.candidates=true"))
+    [unit] = miner.reader.plan_units()
+    miner.mine_unit(unit)
+    import collections
+
+    samples = list(iter_tar(shard_url(out, 0), collections.Counter()))
+    good = hashlib.sha256((corpus / "images" / "good.jpg").read_bytes()).hexdigest()
+    table = read_index(out, 0).to_pylist()
+    assert [r["key"] for r in table] == [s["__key__"] for s in samples]  # a row per pair, tar order
+    assert list(table[0]) == list(INDEX_COLUMNS)
+    for row, s in zip(table, samples):
+        meta = PairMeta.from_json(s["json"])
+        assert row == index_row(s["__key__"], meta)  # the index says what the json says
+        assert meta.strategy == "one_to_one" and set(meta.evidence) >= {"own_best_mask", "view_scores"}
+        assert meta.score == pytest.approx(sum(meta.evidence["view_scores"]) / 2, abs=1e-5)
+        assert meta.candidates >= 1 and meta.clip_hash and len(meta.clip_hash) == 12 and meta.proposal_hash is None
+        full = rle_to_mask(meta.mask_rle)  # the full-resolution mask: its area and box are the json's
+        assert list(full.shape) == meta.image_size and int(full.sum()) == meta.area
+        ys, xs = np.nonzero(full)
+        assert [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1] == meta.box
+        if meta.image_key in ("1", "7", "8") or meta.caption and "astronaut" in meta.caption:
+            assert meta.image_sha256 == good
+        start, end = meta.noun_span
+        assert meta.caption[start:end].lower().startswith(meta.noun.split()[-1])
+        assert meta.caption_index == 0
+    lines = gzip.decompress((tmp_path / "pairs" / CANDIDATES_NAME.format(0)).read_bytes()).decode().splitlines()
+    first = json.loads(lines[0])
+    assert len(first["sim"]) == len(first["nouns"]) and len(first["sim"][0]) == len(first["masks"])
+    # a stale index (one the marker does not describe) is refused
+    index_file = tmp_path / "pairs" / "pairs-000000.parquet"
+    from pipelines.pairs.format import verify_shard
+
+    assert verify_shard(out, 0) is None
+    index_file.write_bytes(index_file.read_bytes()[:-8] + b"PAR1PAR1")
+    with pytest.raises(IndexMismatch):
+        read_index(out, 0)
+    assert "parquet" in verify_shard(out, 0)
+
+
+def test_planted_duplicates_are_counted_not_mined_twice(tmp_path):
+    from pipelines.mine.cpu_stage import DuplicateFilter, perceptual_hash
+
+    root = tmp_path / "dups"
+    (root / "images").mkdir(parents=True)
+    astronaut, cat = skimage.data.astronaut(), skimage.data.chelsea()
+    Image.fromarray(astronaut).save(root / "images" / "a.jpg", quality=95)
+    Image.fromarray(astronaut).save(root / "images" / "a_recompressed.jpg", quality=60)  # other bytes, same picture
+    Image.fromarray(astronaut).resize((256, 256)).save(root / "images" / "a_small.png")  # other size, same picture
+    Image.fromarray(cat).save(root / "images" / "c.jpg")
+    Image.fromarray(cat[:, ::-1].copy()).save(root / "images" / "c_mirrored.jpg")  # a different picture
+    files = ["a.jpg", "c.jpg", "a_recompressed.jpg", "c_mirrored.jpg", "a_small.png", "a.jpg"]
+    data = {"images": [{"id": i + 1, "file_name": f} for i, f in enumerate(files)],
+            "annotations": [{"id": i + 1, "image_id": i + 1, "caption": "a cat near an astronaut"}
+                            for i in range(len(files))]}
+    (root / "captions.json").write_text(json.dumps(data))
+    hashes = [perceptual_hash(np.asarray(Image.open(root / "images" / f).convert("RGB"))) for f in files]
+    assert hashes[0] == hashes[5] and hashes[0] != hashes[1] and hashes[1] != hashes[3]
+    assert bin(hashes[0] ^ hashes[2]).count("1") <= 4 and bin(hashes[0] ^ hashes[4]).count("1") <= 4
+    f = DuplicateFilter(max_distance=4)
+    assert [f.is_duplicate(h) for h in hashes] == [False, False, True, False, True, True]
+
+    def mine(*extra):
+        out = tmp_path / f"out{len(extra)}"
+        miner = UnitMiner(_config(root, out, *extra))
+        [unit] = miner.reader.plan_units()
+        return miner.mine_unit(unit)
+
+    plain = mine()
+    deduped = mine("corpus.dedup=phash", "corpus.dedup_max_distance=4")
+    assert "duplicate_image" not in plain["skipped"]
+    assert deduped["skipped"]["duplicate_image"] == 3  # the recompressed, the resized and the repeated file
+    assert deduped["pairs"] < plain["pairs"]

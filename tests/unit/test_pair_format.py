@@ -4,6 +4,7 @@ from __future__ import annotations
 import ast
 import collections
 import dataclasses
+import json
 import re
 from pathlib import Path
 
@@ -115,3 +116,29 @@ def test_users_take_names_from_the_format_module(module):
     path = REPO / module
     assert [s for s in _literals(path) if FORMAT_LITERAL.search(s)] == []
     assert "pipelines.pairs.format" in path.read_text()
+
+
+def test_rle_round_trip_equals_the_source_mask():
+    import numpy as np
+
+    from pipelines.pairs.format import mask_to_rle, rle_to_mask
+
+    rng = np.random.default_rng(0)
+    for shape in [(1, 1), (7, 13), (64, 48)]:
+        mask = rng.random(shape) > 0.5
+        rle = mask_to_rle(mask)
+        assert rle["size"] == list(shape) and isinstance(rle["counts"], str)
+        back = rle_to_mask(json.loads(json.dumps(rle)))  # survives the pair's json
+        assert back.dtype == bool and np.array_equal(back, mask)
+    assert not rle_to_mask(mask_to_rle(np.zeros((5, 5), bool))).any()
+
+
+def test_index_without_a_marker_entry_is_refused(tmp_path):
+    from pipelines.pairs.format import IndexMismatch, read_index
+
+    write_synthetic_pairs(str(tmp_path), n_shards=1, per_shard=2, size=16)
+    (tmp_path / "pairs-000000.parquet").write_bytes(b"PAR1")
+    with pytest.raises(IndexMismatch, match="records no index"):
+        read_index(str(tmp_path), 0)
+    with pytest.raises(IndexMismatch, match="no readable commit marker"):
+        read_index(str(tmp_path), 5)

@@ -54,7 +54,8 @@ def test_contact_sheet_marks_right_and_wrong_and_histogram_fits_scores(world, tm
     out = tmp_path / "pairs"
     cfg = load_config(MineConfig, "conf/world/mine.yaml", [
         f"corpus.url={world}/coco/annotations/captions_train.json", f"corpus.images_url={world}/coco/train",
-        f"output.url={out}", "corpus.images_per_unit=12", "proposals.max_proposals=8"])
+        f"output.url={out}", "corpus.images_per_unit=12", "proposals.max_proposals=8", "proposals.backend=superpixel",
+        "matching.min_score=-1"])
     miner = UnitMiner(cfg)
     mined = [miner.mine_unit(u) for u in miner.reader.plan_units()]
     gt, judge = ground_truth_check(str(out), f"{world}/coco/annotations/instances_train.json", cfg.corpus.url)
