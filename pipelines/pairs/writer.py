@@ -18,7 +18,7 @@ import webdataset as wds
 from fsspec.core import url_to_fs
 
 from ovseg.atomic import temporary_path
-from pipelines.pairs.format import (SHARD_NAME, SIZES_NAME, STATS_NAME, committed_indices, list_sizes, marker_matches,
+from pipelines.pairs.format import (CANDIDATES_NAME, INDEX_NAME, SHARD_NAME, SIZES_NAME, STATS_NAME, committed_indices, list_sizes, marker_matches,
                                    sizes_of)
 from pipelines.storage.atomic import AtomicFile, write_bytes
 
@@ -57,7 +57,11 @@ class ShardWriter:
         self.count = 0
         self._side: dict[str, bytes] = {}
         self.fs.makedirs(self.root, exist_ok=True)
-        for stale in (self.stats_path, self.path, self.tmp_path):
+        # A unit is redone from scratch: its marker first (so nothing reads as committed meanwhile),
+        # then every file of the unit and their temporaries a killed run may have left behind.
+        unit_files = [self.stats_path, *(f"{self.root}/{name.format(index)}"
+                                         for name in (SHARD_NAME, INDEX_NAME, CANDIDATES_NAME))]
+        for stale in unit_files + [temporary_path(f) for f in unit_files]:
             if self.fs.exists(stale):
                 self.fs.rm(stale)
         self._target = AtomicFile(self.path, fs=self.fs)
