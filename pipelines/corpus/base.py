@@ -16,7 +16,9 @@ import importlib
 import logging
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional, Protocol, runtime_checkable
+from typing import IO, Any, Iterator, Optional, Protocol, runtime_checkable
+
+import fsspec
 
 from pipelines.records import ImageRecord, WorkUnit
 
@@ -86,6 +88,17 @@ _BUILTIN_MODULES = (
     "pipelines.corpus.parquet",
     "pipelines.corpus.url_list",
 )
+
+
+def open_input(url: str, storage_options: dict[str, Any], skips: Counter) -> Optional[IO[bytes]]:
+    """The planned input file ``url`` opened for reading, or None (counted as ``missing_shard``) when
+    it is gone; other I/O errors propagate (a retry may cure them)."""
+    try:
+        return fsspec.open(url, "rb", **storage_options).open()
+    except FileNotFoundError:
+        logger.warning("missing shard %s", url)
+        skips["missing_shard"] += 1
+        return None
 
 
 def register_reader(name: str):

@@ -33,7 +33,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.corpus.base import CorpusConfig, register_reader
+from pipelines.corpus.base import CorpusConfig, open_input, register_reader
 from pipelines.storage.urls import expand_urls, join_url, parent_url
 from pipelines.records import ImageRecord, WorkUnit, clean_captions, sanitize_key
 
@@ -100,11 +100,8 @@ class ParquetReader:
 
     def read_unit(self, unit: WorkUnit, skips: Counter) -> Iterator[ImageRecord]:
         """Records of rows ``start:stop`` of one file (grouped by key/id when configured)."""
-        try:
-            f = fsspec.open(unit.source, "rb", **self.cfg.storage_options).open()
-        except FileNotFoundError:
-            logger.warning("missing shard %s", unit.source)
-            skips["missing_shard"] += 1
+        f = open_input(unit.source, self.cfg.storage_options, skips)
+        if f is None:
             return
         with f:
             groups = self._read_groups(f, unit, skips)

@@ -40,7 +40,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipelines.corpus.base import CorpusConfig, register_reader
+from pipelines.corpus.base import CorpusConfig, open_input, register_reader
 from pipelines.corpus.fetch import DOWNLOAD_FAILURES, FetchPolicy, Fetcher
 from pipelines.records import ImageRecord, SkipSample, WorkUnit, clean_captions, sanitize_key
 from pipelines.storage.urls import expand_urls
@@ -244,11 +244,8 @@ class UrlListReader:
     def _rows(self, unit: WorkUnit, skips: Counter) -> Iterator[tuple[int, Row]]:
         """``(row number, {column: value})`` of rows ``start:stop`` of the unit's file."""
         kind = list_kind(unit.source)
-        try:
-            f = fsspec.open(unit.source, "rb", **self.cfg.storage_options).open()
-        except FileNotFoundError:
-            logger.warning("missing shard %s", unit.source)
-            skips["missing_shard"] += 1
+        f = open_input(unit.source, self.cfg.storage_options, skips)
+        if f is None:
             return
         with f:
             if kind == "parquet":

@@ -29,9 +29,8 @@ import zlib
 from collections import Counter
 from typing import Any, Iterator, Optional
 
-import fsspec
 
-from pipelines.corpus.base import CorpusConfig, register_reader
+from pipelines.corpus.base import CorpusConfig, open_input, register_reader
 from pipelines.storage.tar_safety import ended_cleanly, safe_file_members
 from pipelines.storage.urls import expand_urls
 from pipelines.records import ImageRecord, WorkUnit, clean_captions, sanitize_key
@@ -76,11 +75,8 @@ class WebDatasetReader:
 
     def _samples(self, url: str, skips: Counter) -> Iterator[tuple[str, dict[str, bytes]]]:
         """Group consecutive members by key; yields ``(key, {ext: bytes})``."""
-        try:
-            f = fsspec.open(url, "rb", **self.cfg.storage_options).open()
-        except FileNotFoundError:
-            logger.warning("missing shard %s", url)
-            skips["missing_shard"] += 1
+        f = open_input(url, self.cfg.storage_options, skips)
+        if f is None:
             return
         key: Optional[str] = None
         files: dict[str, bytes] = {}
