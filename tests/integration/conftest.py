@@ -1,4 +1,4 @@
-"""Shared fixtures of the integration tests: the repo root, a bigger copy of the sample corpus."""
+"""Shared fixtures of the integration tests: the repo root, a bigger copy of the sample corpus, a moto S3 server per module."""
 from __future__ import annotations
 
 import json
@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.integration.s3_store import start_s3, stop_s3
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,3 +37,13 @@ def repeated_sample(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("corpus") / "captions_x3.json"
     path.write_text(json.dumps({"images": images, "annotations": anns}))
     return path
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A moto S3 server on 127.0.0.1 for one test module (its own bucket, credentials and folder)."""
+    store = start_s3(tmp_path_factory.mktemp("s3"))
+    try:
+        yield store
+    finally:
+        stop_s3(store)

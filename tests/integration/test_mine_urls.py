@@ -20,7 +20,6 @@ from pipelines.pairs.writer import committed_units
 from tests.image_server import ImageServer
 from tests.integration.conftest import REPO, child_env, mine_cmd
 from tests.integration.processes import kill_session, sigkill_session, start_session
-from tests.integration.s3_store import start_s3, stop_s3
 
 pytestmark = pytest.mark.integration
 SAMPLE = REPO / "data" / "sample"
@@ -85,15 +84,6 @@ def test_killed_driver_resumes_without_fetching_committed_units_again(tmp_path):
     kept = tmp_path / "pairs_images"
     assert sorted(p.name for p in kept.glob("*.tar")) == [f"{i:05d}.tar" for i in range(len(table))]
     assert json.loads((kept / "00004_stats.json").read_text())["status_dict"] == {"success": 0, "http_404": 1}
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    store = start_s3(tmp_path_factory.mktemp("s3"))
-    try:
-        yield store
-    finally:
-        stop_s3(store)
 
 
 @pytest.mark.parametrize("kind", ["parquet", "csv"])

@@ -27,7 +27,7 @@ from pipelines.pairs.format import list_names
 from pipelines.pairs.writer import committed_units
 from tests.integration.conftest import REPO, child_env
 from tests.integration.processes import kill_session, session_pids, sigkill_session, start_session
-from tests.integration.s3_store import free_port, start_s3, stop_s3, write_yaml
+from tests.integration.s3_store import free_port, write_yaml
 from tests.integration.pair_digests import pair_set
 
 pytestmark = pytest.mark.integration
@@ -117,15 +117,6 @@ class Cluster:
                 kill_session(proc.pid)
         for temp in self.temp:
             shutil.rmtree(temp, ignore_errors=True)
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    store = start_s3(tmp_path_factory.mktemp("s3"))
-    try:
-        yield store
-    finally:
-        stop_s3(store)
 
 
 @pytest.fixture(scope="module")

@@ -29,21 +29,11 @@ from pipelines.pairs.writer import committed_units, write_sizes
 from tests.integration.conftest import REPO, child_env
 from tests.integration.pair_digests import pair_set
 from tests.integration.processes import kill_session, sigkill_session, start_session
-from tests.integration.s3_store import start_s3, stop_s3, write_yaml
+from tests.integration.s3_store import write_yaml
 
 pytestmark = pytest.mark.integration
 SAMPLE = REPO / "data" / "sample"
 UNITS = 30  # the sample corpus x3, one image per unit
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    work = tmp_path_factory.mktemp("s3")
-    store = start_s3(work)
-    try:
-        yield store
-    finally:
-        stop_s3(store)
 
 
 @pytest.fixture(scope="module")
