@@ -285,6 +285,59 @@ def verify_committed(mined: list[dict[str, Any]], found: dict[int, dict], out_ur
     return problems
 
 
+def _start_error(err: Exception) -> ActorStartError:
+    """One line for an actor that could not start, from what ``ray.get`` on its ``ready()`` raised."""
+    if isinstance(err, ray.exceptions.RayTaskError) and isinstance(err.cause, ActorStartError):
+        return ActorStartError(f"mining actors could not start: {err.cause}")
+    cause = getattr(err, "error_msg", None) or str(err)
+    last = [line for line in cause.splitlines() if line.strip()][-1:]
+    return ActorStartError(f"mining actors could not start: {last[0] if last else cause}")
+
+
+def _await_ready(actors: list, ready_timeout: float | None, *, drain_s: float = 30.0) -> None:
+    """Wait until every actor is ready; raise one :class:`ActorStartError` for the first that is not.
+
+    Every ``ready()`` reference is fetched, the failed ones too: Ray prints an "Unhandled error"
+    traceback for each failed reference it garbage-collects unread, which buried the one-line error.
+    After a failure the others get ``drain_s`` to report (they share the config, so they fail alike),
+    and the rest are killed and read.
+    """
+    pending = [a.ready.remote() for a in actors]
+    deadline = None if ready_timeout is None else time.time() + ready_timeout
+    first: ActorStartError | None = None
+    drained = False
+    while pending and not drained:
+        if first is not None:  # one failed: give the others drain_s to report, all at once
+            done, pending = ray.wait(pending, num_returns=len(pending), timeout=drain_s)
+            drained = True
+        else:
+            left = None if deadline is None else max(0.0, deadline - time.time())
+            done, pending = ray.wait(pending, num_returns=1, timeout=left)
+            if not done:
+                break  # the placement deadline passed
+        for ref in done:
+            try:
+                ray.get(ref)
+            except (ray.exceptions.RayTaskError, ray.exceptions.RayActorError) as err:
+                if not isinstance(err, ray.exceptions.RayActorError) and not isinstance(
+                        getattr(err, "cause", None), ActorStartError):
+                    raise
+                first = first or _start_error(err)
+    if pending:
+        for actor in actors:
+            ray.kill(actor, no_restart=True)
+        for ref in pending:
+            try:
+                ray.get(ref, timeout=drain_s)
+            except Exception:  # noqa: BLE001 - the killed actors' refs, read so Ray does not report them
+                pass
+        if first is None:
+            raise ActorStartError(f"no mining actor was placed within ray.wait_for_resources_s={ready_timeout:g} s: "
+                                  "the cluster still lacks the resources one actor asks for")
+    if first is not None:
+        raise first
+
+
 def _dispatch(cfg: MineConfig, todo: list[WorkUnit], result: RunResult, *, on_unit,
               ready_timeout: float | None = None) -> None:
     actor_cls = ray.remote(MiningActor).options(
@@ -294,19 +347,7 @@ def _dispatch(cfg: MineConfig, todo: list[WorkUnit], result: RunResult, *, on_un
     )
     n_actors = min(cfg.ray.num_actors, len(todo))
     actors = [actor_cls.remote(cfg, logging.getLogger().level) for _ in range(n_actors)]
-    try:
-        ray.get([a.ready.remote() for a in actors], timeout=ready_timeout)
-    except ray.exceptions.GetTimeoutError:
-        raise ActorStartError(f"no mining actor was placed within ray.wait_for_resources_s={ready_timeout:g} s: "
-                              "the cluster still lacks the resources one actor asks for") from None
-    except ray.exceptions.RayTaskError as err:  # ready() raised the actor's start-up error
-        if isinstance(err.cause, ActorStartError):
-            raise ActorStartError(f"mining actors could not start: {err.cause}") from None
-        raise
-    except ray.exceptions.RayActorError as err:
-        cause = getattr(err, "error_msg", None) or str(err)
-        last = [line for line in cause.splitlines() if line.strip()][-1:]
-        raise ActorStartError(f"mining actors could not start: {last[0] if last else cause}") from None
+    _await_ready(actors, ready_timeout)
     ready = time.time()
     attempts: dict[int, int] = {}
     queue = list(reversed(todo))
