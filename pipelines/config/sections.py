@@ -1,4 +1,4 @@
-"""Config sections shared by mining and tuning: which CLIP weights, and where / how a run computes.
+"""Config sections shared by the jobs: which CLIP weights, the prompt ensemble, where / how a run computes.
 
 One definition each, imported by :mod:`pipelines.mine.config` and :mod:`pipelines.train.config`
 (which extend them with their own keys). Every field has a one-line comment: ``--help`` shows it.
@@ -37,6 +37,27 @@ class ClipSection:
             raise ClipWeightsUnavailable(f"{err}: set clip.checkpoint=/path/to/weights "
                                          "(or use the offline presets under conf/smoke/)") from err
 
+
+
+@dataclass(kw_only=True)
+class TemplatesSection:
+    """The prompt ensemble a vocabulary is embedded with: one owner of the key, its default and its check."""
+
+    templates: str = "vild"  # prompt ensemble: vild (ov-seg's 14, its text_template.py) | vild9 (before issue 16) | single ("a photo of a {}.") | noun (the bare name)
+
+    def validate(self, prefix: str) -> None:
+        from ovseg.clip import TEMPLATE_SETS
+
+        check(self.templates in TEMPLATE_SETS, prefix + "templates", " | ".join(TEMPLATE_SETS))
+
+
+@dataclass(kw_only=True)
+class ClipTextSection(ClipSection, TemplatesSection):
+    """CLIP weights plus the prompt ensemble its text tower embeds a vocabulary with."""
+
+    def validate(self, prefix: str) -> None:
+        ClipSection.validate(self, prefix)
+        TemplatesSection.validate(self, prefix)
 
 @dataclass(kw_only=True)
 class RunBase:

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from pipelines.config.sections import ClipSection, RunBase
+from pipelines.config.sections import ClipTextSection, RunBase
 from pipelines.config.load import check
 from pipelines.mine.paths import is_local
 from ovseg.matching import MatchParams
@@ -17,22 +17,18 @@ from pipelines.corpus.base import READERS, CorpusConfig, load_builtin_readers
 
 
 @dataclass(kw_only=True)
-class MineClipSection(ClipSection):
+class MineClipSection(ClipTextSection):
     """The shared CLIP weights section plus how mining runs it."""
 
     precision: str = "fp32"  # weights dtype: fp32 | bf16 | fp16 (GPU)
     batch_size: int = 128  # crops per image-tower forward pass
     autocast: str = "off"  # off | bf16 | fp16: run the image tower under torch.autocast (GPU tensor cores; bf16 on CPUs with AMX)
-    templates: str = "vild"  # prompt ensemble: vild (ov-seg's 14) | vild9 (before issue 16) | single ("a photo of a {}.") | noun
     prompt: Optional[str] = None  # tuned mask prompt (tune_mpt's export/mpt_prompt.pt): re-mine with it; its CLIP replaces model/pretrained/checkpoint
 
     def validate(self, prefix: str) -> None:
         super().validate(prefix)
         check(self.batch_size > 0, prefix + "batch_size", "must be > 0")
         check(self.precision in ("fp32", "bf16", "fp16"), prefix + "precision", "fp32 | bf16 | fp16")
-        from ovseg.clip import TEMPLATE_SETS
-
-        check(self.templates in TEMPLATE_SETS, prefix + "templates", " | ".join(TEMPLATE_SETS))
         check(self.autocast in ("off", "bf16", "fp16"), prefix + "autocast", "off | bf16 | fp16")
         if self.prompt and "://" not in self.prompt:
             check(Path(self.prompt).exists(), prefix + "prompt", f"file not found: {self.prompt}")

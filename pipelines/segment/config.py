@@ -10,24 +10,20 @@ from pathlib import Path
 from typing import Any, Optional
 
 from pipelines.config.load import check
-from pipelines.config.sections import ClipSection, RunBase
+from pipelines.config.sections import ClipTextSection, RunBase
 
 
 @dataclass(kw_only=True)
-class SegmentClipSection(ClipSection):
+class SegmentClipSection(ClipTextSection):
     """The CLIP that names the masked crops (and embeds the vocabulary for the MaskFormer's class head)."""
 
     prompt: Optional[str] = None  # tuned mask prompt (tune_mpt's export/mpt_prompt.pt); its CLIP replaces model/pretrained/checkpoint
-    templates: str = "vild"  # prompt ensemble: vild (ov-seg's 14) | vild9 (before issue 16) | single | noun
     temperature: Optional[float] = 100.0  # crop logits = temperature x cosine (ov-seg: 100); null = the CLIP's learned logit_scale
     precision: str = "fp32"  # image tower autocast: fp32 | bf16 (GPU, or CPUs with AMX) | fp16 (GPU)
     batch_size: int = 256  # crops per image-tower forward pass
 
     def validate(self, prefix: str) -> None:
-        from ovseg.clip import TEMPLATE_SETS
-
         super().validate(prefix)
-        check(self.templates in TEMPLATE_SETS, prefix + "templates", " | ".join(TEMPLATE_SETS))
         check(self.temperature is None or self.temperature > 0, prefix + "temperature", "must be > 0 or null")
         check(self.precision in ("fp32", "bf16", "fp16"), prefix + "precision", "fp32 | bf16 | fp16")
         check(self.batch_size > 0, prefix + "batch_size", "must be > 0")

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from pipelines.config.sections import DEVICES, ClipSection, RunBase
+from pipelines.config.sections import DEVICES, ClipSection, RunBase, TemplatesSection
 from pipelines.config.load import check
 
 MODES = ("mpt", "finetune", "finetune+mpt")
@@ -106,18 +106,15 @@ class OptimSection:
 
 
 @dataclass(kw_only=True)
-class EvalSection:
+class EvalSection(TemplatesSection):
     urls: Optional[str] = None  # held-out pair shards; None = data.holdout_percent of the sources
     max_samples: int = 5000  # evaluate on at most this many pairs (over all processes)
     batch_size: int = 64  # pairs per forward pass
-    templates: str = "vild"  # prompt ensemble of the vocabulary: vild (ov-seg's 14) | vild9 (before issue 16) | single | noun
     before: bool = True  # also evaluate before tuning (plain CLIP on the masked crops)
     every_steps: int = 0  # evaluate during training every N steps (0 = only before/after)
 
     def validate(self, prefix: str) -> None:
-        from ovseg.clip import TEMPLATE_SETS
-
-        check(self.templates in TEMPLATE_SETS, prefix + "templates", " | ".join(TEMPLATE_SETS))
+        super().validate(prefix)
         check(self.max_samples > 0, prefix + "max_samples", "must be > 0")
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from ovseg.maskformer.losses import LossWeights
-from pipelines.config.sections import ClipSection
+from pipelines.config.sections import ClipTextSection
 from pipelines.config.load import check
 from pipelines.train.config import TuneRunSection
 
@@ -43,16 +43,8 @@ class SegmentDataSection:
 
 
 @dataclass(kw_only=True)
-class TextSection(ClipSection):
+class TextSection(ClipTextSection):
     """The CLIP whose text tower embeds the category names (the classifier), once, before training."""
-
-    templates: str = "vild"  # prompt ensemble: vild (ov-seg's 14) | vild9 (before issue 16) | single | noun (the bare name)
-
-    def validate(self, prefix: str) -> None:
-        super().validate(prefix)
-        from ovseg.clip import TEMPLATE_SETS
-
-        check(self.templates in TEMPLATE_SETS, prefix + "templates", " | ".join(TEMPLATE_SETS))
 
 
 @dataclass(kw_only=True)
