@@ -211,7 +211,7 @@ def load_clip(
             raise ClipWeightsUnavailable(f"{reason}: download the weights elsewhere and pass their file "
                                          "as the checkpoint")
     try:
-        with quiet_random_init(checkpoint is not None):
+        with quiet_random_init(tag is None):  # a checkpoint fills it, or our own warning below says it is random
             model = open_clip.create_model(model_name, pretrained=tag, precision=precision, device=device)
     except Exception as err:  # open_clip raises RuntimeError / OSError / HF errors when offline
         raise ClipWeightsUnavailable(
