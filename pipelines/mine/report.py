@@ -171,7 +171,10 @@ def _markdown(report: dict[str, Any]) -> str:
     if gt:
         lines += ["", "## Against ground truth (mask IoU >= 0.5 with an instance of the noun's category)", "",
                   f"- pair precision: {gt['precision']:.3f} ({gt['correct']} of {gt['pairs']} pairs)",
-                  f"- recall: {gt['recall']:.3f} ({gt['found']} of {gt['opportunities']} (image, named category))"]
+                  (f"- recall: {gt['recall']:.3f} ({gt['found']} of {gt['opportunities']} (image, named category))"
+                   if gt.get("opportunities") else
+                   "- recall: n/a (recall counts the (image, named category) pairs of a COCO captions file; "
+                   "this corpus is not corpus.format=coco)")]
         lines += [f"- precision on {k}s: {v['precision']:.3f} ({v['pairs']} pairs)"
                   for k, v in gt.get("precision_by_kind", {}).items() if v["pairs"]]
         chance = gt.get("chance")

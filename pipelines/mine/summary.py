@@ -29,7 +29,8 @@ def closing_lines(result: Any, report: dict[str, Any] | None, out_url: str) -> l
         if report.get("ground_truth"):
             g = report["ground_truth"]
             chance = f" (a random candidate mask: {g['chance']['precision']:.3f})" if g.get("chance") else ""
-            lines.append(f"  against ground truth: pair precision {g['precision']:.3f}{chance}, recall {g['recall']:.3f}")
+            recall = f"recall {g['recall']:.3f}" if g.get("opportunities") else "recall n/a (no captions file)"
+            lines.append(f"  against ground truth: pair precision {g['precision']:.3f}{chance}, {recall}")
         lines.append(f"  report: {out_url}/report.md  contact sheet: {out_url}/contact_sheet.png")
     lines.append(f"  output: {out_url}")
     return lines

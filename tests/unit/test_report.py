@@ -13,6 +13,7 @@ from pipelines.mine.report import (GAP, RANDOM_NOTE, RIGHT, TILE, WRONG, ground_
                                    sample_pairs, write_report)
 from pipelines.pairs.writer import committed_units
 from pipelines.mine.stats import RunResult
+from pipelines.mine.summary import closing_lines
 from tests.conftest import REPO
 
 
@@ -45,6 +46,14 @@ def test_report_with_ground_truth(world, tmp_path):
     sheet = Image.open(out / "contact_sheet.png")
     assert sheet.size[0] == GAP + 8 * (TILE + GAP) and sheet.size[1] >= 158
     assert Image.open(out / "score_hist.png").size == (600, 300)
+    assert "recall: n/a" not in md and "recall n/a" not in "\n".join(closing_lines(run, report, str(out)))
+    # Without a captions file (a URL list, a WebDataset) nothing counts recall's opportunities: n/a, not nan.
+    blind = ground_truth_quality(str(out), cfg.proposals.instances_url, None)
+    assert blind["opportunities"] == 0 and blind["precision"] == gt["precision"]
+    report = write_report(str(out), run, config={"x": 1}, n_sheet=12, ground_truth=blind)
+    md = (out / "report.md").read_text()
+    assert "- recall: n/a" in md and "nan" not in md, md
+    assert any("recall n/a (no captions file)" in line for line in closing_lines(run, report, str(out)))
 
 
 def test_contact_sheet_marks_right_and_wrong_and_histogram_fits_scores(world, tmp_path):
