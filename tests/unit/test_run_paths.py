@@ -28,7 +28,7 @@ def test_a_tuned_prompt_path_is_resolved_like_the_checkpoint(tmp_path):
     cfg = load_config(MineConfig, REPO / "conf/world/mine.yaml", ["clip.prompt=assets/world_clip/world_clip.pt"])
     out = resolve_local_paths(cfg, tmp_path)
     assert out.clip.prompt == f"{tmp_path}/assets/world_clip/world_clip.pt"
-    assert out.clip.checkpoint == f"{tmp_path}/assets/world_clip/world_clip.pt"
+    assert out.clip.checkpoint == f"{tmp_path}/assets/world_clip_v2/world_clip.pt"  # the preset's, resolved too
 
 
 def test_urls_tags_and_absolute_paths_are_kept(tmp_path):
