@@ -10,10 +10,11 @@ built, caches, thread pools and Ray's connections in place):
   ``bench/long_run.py``), not as an end-minus-start difference that one late allocation can tip:
   the driver (it holds no corpus and no pixels) at most ``DRIVER_SLOPE``; the actor at most
   ``ACTOR_SLOPE``. Its allocator and torch's CPU caches settle over the first minutes, so even a
-  healthy actor has a slope: measured 24 MiB/1k with glibc's mmap threshold pinned
-  (``pipelines/mine/native_heap.py``), 38 MiB/1k with the pin removed (the leak this test found:
-  the brk heap fragmenting under varying buffer sizes), one run each on 2 loaded cores; a leak of
-  the per-batch crop tensors (up to 12 MiB a batch of 32, ~375 MiB/1k) fails it by far.
+  healthy actor has a slope: measured 24, 24.5 and 31.2 MiB/1k (the last in a CI run) with glibc's
+  mmap threshold pinned (``pipelines/mine/native_heap.py``), 38 and 49 MiB/1k with the pin removed
+  (the leak this test found: the brk heap fragmenting under varying buffer sizes), on 2 cores; the
+  bar sits between them. The late slope (second half) does not separate them (12.2 pinned, 11.3
+  not). A leak of the per-batch crop tensors (up to 12 MiB a batch of 32, ~375 MiB/1k) fails it by far.
 
 Throughput (first vs last units) is reported by the bench, not asserted (no timed assertions).
 """
@@ -26,7 +27,7 @@ from bench.long_run import long_run
 pytestmark = pytest.mark.integration
 FD_SLACK = 8
 DRIVER_SLOPE = 5.0  # MiB per 1000 images; measured 0.6
-ACTOR_SLOPE = 31.0  # MiB per 1000 images; measured 24 pinned, 38 without the pin
+ACTOR_SLOPE = 35.0  # MiB per 1000 images; measured 24-31 pinned, 38-49 without the pin (31.24 failed a 31 bar in CI)
 
 
 @pytest.fixture(scope="module")
